@@ -1,0 +1,89 @@
+"""Every Linux-only system call svcengine makes, decided once, with fallbacks.
+
+Callers never test the platform themselves: on other systems these functions
+report that the feature is unavailable and the portable path (the life pipe)
+carries the guarantee alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_SET_CHILD_SUBREAPER = 36
+
+IS_LINUX = sys.platform.startswith("linux")
+
+_libc: ctypes.CDLL | None = None
+if IS_LINUX:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _libc.prctl.restype = ctypes.c_int
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _libc is None:
+        raise OSError("prctl is Linux-only")
+    if _libc.prctl(option, arg, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def set_pdeathsig(signum: int) -> bool:
+    """Ask the kernel to send `signum` when the forking thread's process dies.
+
+    Returns False where unsupported. The caller must re-check getppid()
+    afterwards: a parent that died before this call sends nothing.
+    """
+    if _libc is None:
+        return False
+    _prctl(PR_SET_PDEATHSIG, signum)
+    return True
+
+
+def get_pdeathsig() -> int:
+    if _libc is None:
+        return 0
+    value = ctypes.c_int(0)
+    _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    try:
+        if _libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(value), 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return value.value
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants re-parent to us instead of PID 1."""
+    if _libc is None:
+        return False
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return True
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size from /proc, or None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

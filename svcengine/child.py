@@ -1,0 +1,150 @@
+"""The worker process's side of the contract: its signals, its watcher, its exit.
+
+Signals reach a worker the same way they reach the master: no-op handlers and
+a wakeup fd. A watcher thread reads that fd and the life pipe, so stop() and
+reload() run in an ordinary thread (never inside a signal handler, where a lock
+can deadlock) and a master that dies is noticed within one read() call.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from . import channel
+from . import log as logsetup
+from .config import Config
+
+log = logging.getLogger("svcengine.worker")
+
+STOP_SIGNALS = (signal.SIGTERM,)
+QUICK_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+DUMP_SIGNAL = signal.SIGUSR2
+HANDLED = (*STOP_SIGNALS, *QUICK_SIGNALS, signal.SIGHUP, signal.SIGUSR1)
+
+
+def _noop(signum: int, frame: object) -> None:
+    """Empty on purpose: the wakeup fd carries the signal to the watcher."""
+
+
+def finish(code: int) -> None:
+    """Leave the worker process without running the master's atexit handlers."""
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+class Runtime:
+    """Per-process state behind a Worker: stop flag, pipes, heartbeat."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: int,
+        config: Config,
+        master_pid: int,
+        status_fd: int,
+        life_fd: int,
+        beat: Callable[[], None],
+        sockets: list[socket.socket],
+    ) -> None:
+        self.worker_id = worker_id
+        self.config = config
+        self.master_pid = master_pid
+        self.pid = os.getpid()
+        self.status_fd = status_fd
+        self.life_fd = life_fd
+        self.beat = beat
+        self.sockets = sockets
+        self.stopping = False
+        self.stop_fd, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._sig_r, self._sig_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._is_ready = False
+        self._on_stop: Callable[[], None] = lambda: None
+        self._on_reload: Callable[[], None] = lambda: None
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        for signum in HANDLED:
+            signal.signal(signum, _noop)
+        # pool-size and terminal signals mean nothing to a worker
+        for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+            signal.signal(signum, signal.SIG_IGN)
+        # stacks of every thread, written by C code even if Python is stuck
+        faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
+
+    def start_watcher(self, on_stop: Callable[[], None], on_reload: Callable[[], None]) -> None:
+        self._on_stop = on_stop
+        self._on_reload = on_reload
+        threading.Thread(target=self._watch, name="svcengine-watcher", daemon=True).start()
+
+    def ready(self) -> None:
+        if not self._is_ready:
+            self._is_ready = True
+            channel.send(self.status_fd, channel.READY)
+
+    def request_stop(self, why: str) -> None:
+        """Set the stop flag, wake wait(), then let the worker's stop() react."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.debug("stopping: %s", why)
+        os.write(self._stop_w, b"x")  # never drained: wait() returns at once from now on
+        try:
+            self._on_stop()
+        except Exception:
+            log.exception("stop() raised")
+
+    def _watch(self) -> None:
+        watched = [self._sig_r, self.life_fd]
+        deadline: float | None = None
+        grace = self.config.worker_graceful_kill_timeout
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select(watched, [], [], timeout)
+            if deadline is not None and time.monotonic() >= deadline:
+                log.error("still running %.1fs after the master died; exiting now", grace)
+                finish(1)
+            if self.life_fd in readable and self._master_gone():
+                watched.remove(self.life_fd)  # EOF stays readable forever
+                deadline = time.monotonic() + grace
+                log.warning("master (pid %d) is gone; stopping", self.master_pid)
+                self.request_stop("master gone")
+            if self._sig_r in readable:
+                self._dispatch()
+
+    def _master_gone(self) -> bool:
+        try:
+            return os.read(self.life_fd, 1) == b""
+        except OSError:
+            return True
+
+    def _dispatch(self) -> None:
+        try:
+            data = os.read(self._sig_r, 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in STOP_SIGNALS:
+                self.request_stop(f"signal {signal.Signals(signum).name}")
+            elif signum in QUICK_SIGNALS:
+                finish(0)
+            elif signum == signal.SIGHUP:
+                try:
+                    self._on_reload()
+                except Exception:
+                    log.exception("reload() raised")
+            elif signum == signal.SIGUSR1:
+                logsetup.reopen(self.config.log)
+                log.info("reopened log file")

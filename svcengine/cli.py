@@ -1,0 +1,83 @@
+"""The `svcengine` command: arguments -> Config -> Server.run() -> exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from . import __version__
+from . import config as configmod
+from .server import Server
+
+EX_SOFTWARE = 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="svcengine",
+        description="Run a pool of Python workers as a Unix service.",
+    )
+    p.add_argument(
+        "worker",
+        nargs="?",
+        metavar="MODULE:CLASS",
+        help="the Worker subclass to run (default: the config's worker, or the demo)",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--foreground",
+        dest="daemonize",
+        action="store_false",
+        default=None,
+        help="stay in the foreground (default)",
+    )
+    p.add_argument("--name", help="service name, shown in process titles")
+    p.add_argument("-w", "--workers", type=int, help="number of workers")
+    p.add_argument("--worker-type", dest="worker_type", help="process")
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="HOST:PORT or unix:PATH to listen on (repeatable)",
+    )
+    p.add_argument("--log", metavar="PATH", help="log file (default: stderr)")
+    p.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    p.add_argument("--pid", dest="pid_path", metavar="PATH", help="pidfile")
+    p.add_argument("--version", action="version", version=f"svcengine {__version__}")
+    return p
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "worker",
+        "workers",
+        "worker_type",
+        "name",
+        "listen",
+        "log",
+        "log_level",
+        "pid_path",
+        "daemonize",
+    )
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = overrides_from(args)
+    try:
+        cfg = configmod.load(args.config, overrides)
+        server = Server(None, cfg, config_path=args.config, overrides=overrides)
+        return server.run()
+    except configmod.ConfigError as exc:
+        print(f"svcengine: config error: {exc}", file=sys.stderr)
+        return configmod.EX_CONFIG
+    except OSError as exc:
+        print(f"svcengine: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def run() -> None:
+    sys.exit(main())

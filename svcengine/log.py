@@ -1,0 +1,103 @@
+"""Logging set-up shared by the master and its workers.
+
+Everything goes to file descriptor 2: stderr in the foreground, or the log
+file dup'ed onto fds 1 and 2 so that a worker's print() and a crashing
+interpreter's traceback land in the same place as logging output. USR1 reopens
+the path and dups it again, which is what logrotate's rename+create needs.
+Under journald (JOURNAL_STREAM names our stderr), lines carry `<N>` priority
+prefixes and no timestamp: journald adds its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_label = "master"
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def set_label(label: str) -> None:
+    """Name this process in every line it logs: 'master' or 'worker[3]'."""
+    global _label
+    _label = label
+
+
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.label = _label
+        record.priority = _PRIORITY.get(record.levelno, 6)
+        return True
+
+
+def under_journald() -> bool:
+    """True when stderr is the journal stream systemd gave us."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not dev or not ino:
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == value
+
+
+def formatter(journal: bool) -> logging.Formatter:
+    if journal:
+        return logging.Formatter("<%(priority)d>%(label)s[%(process)d]: %(message)s")
+    return logging.Formatter(
+        "%(asctime)s %(levelname)s [%(process)d] %(label)s: %(message)s",
+    )
+
+
+def _open_log(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def setup(level: str = "info", path: str | None = None) -> logging.Logger:
+    """Configure the root logger to write to fd 2 (and fd 2 to `path`, if set)."""
+    if path:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _open_log(path)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_svcengine", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._svcengine = True  # type: ignore[attr-defined]
+    handler.addFilter(_Context())
+    handler.setFormatter(formatter(journal=not path and under_journald()))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return logging.getLogger("svcengine")
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())
+
+
+def reopen(path: str | None) -> None:
+    """Point fds 1 and 2 at a fresh open of `path` (after logrotate renamed it)."""
+    if not path:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    _open_log(path)

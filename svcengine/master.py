@@ -1,0 +1,609 @@
+"""The master: one single-threaded event loop that sleeps until something happens.
+
+Everything that wakes it is an event: a signal byte on the wakeup pipe, a
+status line from a worker, or the next deadline in the timer heap. With no
+timer armed the select() has no timeout at all, so an idle master makes no
+wakeups. Each turn of the loop is `step()`, which a test can drive one at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import selectors
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import channel, config, proctitle, spawn, timers
+from . import log as logsetup
+from .pool import Backoff, Pool, State, Worker, describe_status
+from .signals import PRESETS, Command, SignalPipe
+from .stopping import Stopper
+from .systemd import Notifier, watchdog_interval
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .sockets import Listener
+
+log = logging.getLogger("svcengine.master")
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    PAUSED = "paused"  # WINCH: workers stopped, master kept
+    STOPPING = "stopping"
+
+
+def _has_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+class Master:
+    def __init__(
+        self,
+        server: Server,
+        cfg: config.Config,
+        sockets: list[Listener],
+        notifier: Notifier,
+        reload_config: Callable[[], config.Config],
+    ) -> None:
+        self.server = server
+        self.cfg = cfg
+        self.sockets = sockets
+        self.notify = notifier
+        self.reload_config = reload_config
+        self.timers = timers.Timers()
+        self.selector = selectors.DefaultSelector()
+        self.pid = os.getpid()
+        self.phase = Phase.STARTING
+        self.exit_code: int | None = None
+        self._final_code = 0
+        self._status_fds: dict[int, tuple[int, bytearray]] = {}  # pid -> (fd, partial line)
+        self._maintain_timer: timers.Timer | None = None
+        self._next_spawn_at = 0.0
+        self._started_at = timers.now()
+        self.stopper: Stopper | None = None
+        self.pool = Pool(
+            cfg.workers,
+            Backoff(
+                cfg.worker_min_uptime,
+                cfg.worker_restart_backoff_min,
+                cfg.worker_restart_backoff_max,
+            ),
+            frozenset(cfg.unrecoverable_exit_codes),
+        )
+        self.commands = PRESETS[cfg.signal_map]
+        self.wakeups = 0  # loop turns, for tests and `ctl status`
+
+    # --- set-up and the loop ----------------------------------------------
+    def run(self) -> int:
+        proctitle.set_title(proctitle.master_title(self.cfg.name, self.cfg.daemon_process_name))
+        self.life = channel.LifePipe.create()
+        self.heartbeats = channel.Heartbeats()
+        self.signals = SignalPipe(self.commands)
+        self.selector.register(self.signals.rfd, selectors.EVENT_READ, self._on_signals)
+        interval = watchdog_interval()
+        if interval:
+            self.timers.every(interval, self._watchdog)
+        if self.cfg.worker_heartbeat_timeout:
+            self.timers.every(self.cfg.worker_heartbeat_interval, self._check_heartbeats)
+        log.info(
+            "master started (pid %d): %d %s worker(s) of %s",
+            self.pid,
+            self.cfg.workers,
+            self.cfg.worker_type,
+            self._worker_name(),
+        )
+        try:
+            self._maintain()
+            self._check_ready()
+            while self.exit_code is None:
+                self.step()
+        finally:
+            self._teardown()
+        return self.exit_code
+
+    def step(self, timeout: float | None = None) -> None:
+        """One turn: wait for the next event or deadline, then handle what is due."""
+        t = self.timers.timeout()
+        if timeout is not None:
+            t = timeout if t is None else min(t, timeout)
+        for key, _ in self.selector.select(t):
+            key.data(key.fd)
+        self.timers.run_due()
+        self.wakeups += 1
+        if self.phase is Phase.STOPPING:
+            self._check_stopped()
+
+    def _teardown(self) -> None:
+        for fd, _ in self._status_fds.values():
+            self._close_fd(fd)
+        self._status_fds.clear()
+        self.signals.close()
+        self.selector.close()
+        self.life.close()
+        self.heartbeats.close()
+
+    def _worker_name(self) -> str:
+        cls = self.server.worker_class
+        return f"{cls.__module__}:{cls.__qualname__}" if cls else self.cfg.worker
+
+    def master_fds(self) -> list[int]:
+        """Descriptors a forked worker must close: they belong to the master alone."""
+        fds = [self.selector.fileno(), self.heartbeats.fd]  # life.wfd: LifePipe.child_side()
+        fds += [fd for fd, _ in self._status_fds.values()]
+        fds += self.server.master_fds()
+        return fds
+
+    # --- spawning --------------------------------------------------------------
+    def _fork_context(self) -> spawn.ForkContext:
+        return spawn.ForkContext(
+            master_pid=self.pid,
+            config=self.cfg,
+            worker_class=self.server.worker_class,
+            life=self.life,
+            heartbeats=self.heartbeats,
+            sockets=self.sockets,
+            master_fds=self.master_fds,
+            restore_signals=self.signals.close,
+            after_fork=lambda w: self.server.hooks.call_strict("after_fork", self.server, w),
+        )
+
+    def _maintain(self) -> None:
+        """Start whatever workers the pool is missing, pacing and backing off."""
+        if self.phase in (Phase.STOPPING, Phase.PAUSED):
+            return
+        now = timers.now()
+        for worker_id in self.pool.wanted(now):
+            if now < self._next_spawn_at:
+                self._arm_maintain(self._next_spawn_at)
+                return
+            self._spawn(worker_id)
+            if self.cfg.start_worker_delay:
+                jitter = random.uniform(-1, 1) * self.cfg.start_worker_delay_rand
+                self._next_spawn_at = now + self.cfg.start_worker_delay * (1 + jitter)
+        retry = self.pool.next_retry(timers.now())
+        if retry is not None:
+            self._arm_maintain(retry)
+
+    def _arm_maintain(self, at: float) -> None:
+        t = self._maintain_timer
+        if t is not None and not t.cancelled and t.deadline <= at:
+            return
+        if t is not None:
+            t.cancel()
+        self._maintain_timer = self.timers.after(at - timers.now(), self._maintain)
+
+    def _spawn(self, worker_id: int) -> Worker | None:
+        handle = self.pool.slots[worker_id]
+        self.server.hooks.call("before_fork", self.server, handle)
+        beat = self.heartbeats.allocate()
+        try:
+            pid, status_fd = spawn.fork_worker(self._fork_context(), worker_id, beat)
+        except OSError as exc:
+            self.heartbeats.release(beat)
+            at = self.pool.spawn_failed(worker_id, timers.now())
+            log.error(
+                "cannot fork worker %d: %s; retrying in %.1fs", worker_id, exc, at - timers.now()
+            )
+            self._arm_maintain(at)
+            return None
+        w = self.pool.spawned(worker_id, pid, timers.now())
+        w.beat_index = beat
+        self._status_fds[pid] = (status_fd, bytearray())
+        self.selector.register(
+            status_fd, selectors.EVENT_READ, lambda fd, pid=pid: self._on_status(pid)
+        )
+        log.debug("worker %d started (pid %d)", worker_id, pid)
+        self._update_status()
+        return w
+
+    # --- events from workers --------------------------------------------------
+    def _on_status(self, pid: int) -> None:
+        entry = self._status_fds.get(pid)
+        if entry is None:
+            return
+        fd, buf = entry
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_status_fd(pid)
+            return
+        buf += data
+        messages, rest = channel.parse(bytes(buf))
+        buf[:] = rest
+        for kind, text in messages:
+            if kind == channel.READY:
+                self._on_ready(pid)
+            elif kind == channel.BOOT_FAILED:
+                self._on_boot_failed(pid, text)
+
+    def _drop_status_fd(self, pid: int) -> None:
+        entry = self._status_fds.pop(pid, None)
+        if entry is not None:
+            self.selector.unregister(entry[0])
+            self._close_fd(entry[0])
+
+    @staticmethod
+    def _close_fd(fd: int) -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def _on_ready(self, pid: int) -> None:
+        w = self.pool.ready(pid, timers.now())
+        if w is None:
+            return
+        log.debug("worker %d (pid %d) ready", w.worker_id, pid)
+        self.server.hooks.call("after_worker_ready", self.server, w)
+        for old in self.pool.retiring(w.worker_id):
+            self._stop_worker(old, signal.SIGTERM)
+        if self.phase is Phase.STARTING and timers.now() - self._started_at > 5:
+            self.notify.extend_timeout(30)  # a slow start that still makes progress
+        self._update_status()
+        self._check_ready()
+
+    def _on_boot_failed(self, pid: int, text: str) -> None:
+        w = self.pool.by_pid.get(pid)
+        if w is None:
+            return
+        w.boot_error = text
+        if self.phase is Phase.STARTING:
+            log.error("worker %d failed to boot (%s); giving up", w.worker_id, text)
+            self.notify.status(f"worker {w.worker_id} failed to boot: {text}")
+            self._final_code = 1
+            self.begin_stop(quick=True)
+        elif self.phase is Phase.RELOADING:
+            log.error(
+                "reload: worker %d failed to boot (%s); previous workers keep serving",
+                w.worker_id,
+                text,
+            )
+            self.notify.status(
+                f"reload failed: worker {w.worker_id}: {text}; previous workers keep serving"
+            )
+
+    def _check_ready(self) -> None:
+        """READY=1 once every worker of the (new) generation is ready."""
+        if self.phase not in (Phase.STARTING, Phase.RELOADING):
+            return
+        if self.pool.ready_count() < self.pool.target or self.pool.retiring():
+            return
+        first = self.phase is Phase.STARTING
+        self.phase = Phase.RUNNING
+        status = self.status_text()
+        if first:
+            log.info(
+                "ready: %s (%.0f ms after start)", status, (timers.now() - self._started_at) * 1000
+            )
+            self.server.hooks.call("when_ready", self.server)
+        else:
+            log.info("reload complete: %s", status)
+        self.notify.ready(status=status, mainpid=self.pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._on_exit(pid, status)
+
+    def _on_exit(self, pid: int, status: int) -> None:
+        was_stopping = (w0 := self.pool.by_pid.get(pid)) is not None and (
+            w0.state is State.STOPPING or w0.retiring
+        )
+        w = self.pool.exited(pid, status, timers.now())
+        if w is None:
+            log.debug("reaped pid %d (%s)", pid, describe_status(status))
+            return
+        self._drop_status_fd(pid)
+        self.heartbeats.release(w.beat_index)
+        cause = describe_status(status)
+        expected = was_stopping or self.phase is Phase.STOPPING
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "worker %d (pid %d) %s", w.worker_id, pid, cause)
+        self.server.hooks.call("after_worker_exit", self.server, w, status)
+        slot = self.pool.slots.get(w.worker_id)
+        if slot is not None and slot.retired_code is not None and slot.current is None:
+            log.error(
+                "worker %d exited with unrecoverable status %d; not restarting it",
+                w.worker_id,
+                slot.retired_code,
+            )
+            code = self.pool.all_retired()
+            if code is not None and self.phase is not Phase.STOPPING:
+                log.error("every worker exited with an unrecoverable status; master exits %d", code)
+                self._final_code = code
+                self.begin_stop(quick=False)
+        elif slot is not None and slot.current is None and slot.not_before > timers.now():
+            log.warning(
+                "worker %d is crashing in a loop; next start in %.1fs",
+                w.worker_id,
+                slot.not_before - timers.now(),
+            )
+        self._maintain()
+        self._update_status()
+        self._check_ready()
+
+    def _stop_worker(self, w: Worker, signum: int) -> None:
+        w.state = State.STOPPING
+        w.stop_sent_at = timers.now()
+        self._kill(w.pid, signum)
+
+    @staticmethod
+    def _kill(pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    # --- signals -------------------------------------------------------------------
+    def _on_signals(self, fd: int) -> None:
+        for sig in self.signals.read():
+            command = self.commands.get(sig, Command.IGNORE)
+            if command is not Command.CHILD:
+                log.debug("%s: %s", sig.name, command.value)
+            self.handle(command, sig)
+
+    def handle(self, command: Command, sig: signal.Signals | None = None) -> None:
+        """Carry out one command; signals and the control socket both end here."""
+        if command is Command.CHILD:
+            self._reap()
+        elif command is Command.GRACEFUL_STOP:
+            self.begin_stop(quick=False)
+        elif command is Command.QUICK_STOP:
+            self.begin_stop(quick=True)
+        elif command is Command.RELOAD:
+            self.reload()
+        elif command is Command.RESTART_GRACEFUL:
+            self.replace_workers()
+        elif command is Command.RESTART_IMMEDIATE:
+            for w in self.pool.current():
+                self._kill(w.pid, signal.SIGQUIT)
+        elif command is Command.REOPEN_LOGS:
+            logsetup.reopen(self.cfg.log)
+            log.info("reopened log file; telling workers")
+            for w in self.pool.workers():
+                self._kill(w.pid, signal.SIGUSR1)
+        elif command is Command.INCREMENT:
+            self.scale(self.pool.target + 1)
+        elif command is Command.DECREMENT:
+            self.scale(self.pool.target - 1)
+        elif command is Command.STOP_WORKERS:
+            self.pause()
+        elif command is Command.DUMP:
+            self.dump()
+        elif command is Command.UPGRADE:
+            log.warning(
+                "%s: upgrade is not available in this version", sig.name if sig else "upgrade"
+            )
+
+    # --- commands --------------------------------------------------------------------
+    def begin_stop(self, quick: bool) -> None:
+        if self.stopper is not None:
+            if quick and not self.stopper.quick:
+                log.info("quick stop requested during graceful stop")
+                for w, signum in self.stopper.escalate(self.pool.workers(), timers.now()):
+                    self._kill(w.pid, signum)
+                self._arm_stopper()
+            return
+        log.info(
+            "%s stop: stopping %d worker(s)",
+            "quick" if quick else "graceful",
+            len(self.pool.workers()),
+        )
+        self.phase = Phase.STOPPING
+        self.notify.stopping()
+        self.notify.status("stopping")
+        timeout = (
+            self.cfg.worker_immediate_kill_timeout
+            if quick
+            else self.cfg.worker_graceful_kill_timeout
+        )
+        self.stopper = Stopper(
+            quick=quick, timeout=timeout, quick_timeout=self.cfg.worker_immediate_kill_timeout
+        )
+        for w in self.stopper.start(self.pool.workers(), timers.now()):
+            self._kill(w.pid, self.stopper.signal_for(w))
+        self._arm_stopper()
+        self._check_stopped()
+
+    def _arm_stopper(self) -> None:
+        assert self.stopper is not None
+        deadline = self.stopper.deadline
+        if deadline is not None:
+            self.timers.after(deadline - timers.now(), self._stopper_tick)
+
+    def _stopper_tick(self) -> None:
+        assert self.stopper is not None
+        for w, signum in self.stopper.tick(self.pool.workers(), timers.now()):
+            log.warning(
+                "worker %d (pid %d) did not stop in time; sending %s",
+                w.worker_id,
+                w.pid,
+                signal.Signals(signum).name,
+            )
+            self._kill(w.pid, signum)
+        self._arm_stopper()
+
+    def _check_stopped(self) -> None:
+        if self.phase is Phase.STOPPING and not self.pool.by_pid and self.exit_code is None:
+            log.info("all workers stopped; master exits %d", self._final_code)
+            self.exit_code = self._final_code
+
+    def reload(self) -> None:
+        try:
+            new = self.reload_config()
+        except (config.ConfigError, OSError) as exc:
+            log.error("reload failed: %s; serving the previous config", exc)
+            self.notify.status(f"reload failed: {exc}; serving the previous config")
+            return
+        if self.phase is Phase.STOPPING:
+            return
+        log.info("reloading: config re-read; replacing workers")
+        self.notify.reloading()
+        self.server.hooks.call("on_reload", self.server)
+        self.apply_config(new)
+        self.replace_workers()
+
+    def apply_config(self, new: config.Config) -> None:
+        old = self.cfg
+        self.cfg = new
+        self.pool.backoff = Backoff(
+            new.worker_min_uptime, new.worker_restart_backoff_min, new.worker_restart_backoff_max
+        )
+        self.pool.unrecoverable = frozenset(new.unrecoverable_exit_codes)
+        logsetup.set_level(new.log_level)
+        self.server.config = new
+        if new.workers != old.workers:
+            log.info("workers: %d -> %d", old.workers, new.workers)
+
+    def replace_workers(self) -> None:
+        """New workers first; each old one gets TERM once its successor is ready."""
+        if self.phase is Phase.STOPPING:
+            return
+        self.phase = Phase.RELOADING
+        self.pool.retire_generation()
+        for w in self.pool.resize(self.cfg.workers):
+            self._stop_worker(w, signal.SIGTERM)
+        for w in self.pool.retiring():
+            if w.worker_id >= self.pool.target:
+                self._stop_worker(w, signal.SIGTERM)
+        self._maintain()
+        self._update_status()
+        self._check_ready()
+
+    def scale(self, target: int) -> None:
+        if self.phase is Phase.STOPPING:
+            return
+        target = max(0, target)
+        log.info("workers: %d -> %d", self.pool.target, target)
+        self.cfg = self.cfg.replace(workers=target)
+        for w in self.pool.resize(target):
+            self._stop_worker(w, signal.SIGTERM)
+        self._maintain()
+        self._update_status()
+
+    def pause(self) -> None:
+        if self.phase is Phase.STOPPING:
+            return
+        if _has_terminal() and not self.cfg.daemonize:
+            log.info("WINCH ignored: the master has a controlling terminal (a resize sends it)")
+            return
+        log.info("stopping all workers; the master stays (HUP starts them again)")
+        self.phase = Phase.PAUSED
+        for w in self.pool.workers():
+            if w.state is not State.STOPPING:
+                self._stop_worker(w, signal.SIGTERM)
+        self._update_status()
+
+    def dump(self) -> None:
+        log.info("dumping the stacks of %d worker(s) to the log", len(self.pool.workers()))
+        for w in self.pool.workers():
+            self._kill(w.pid, spawn.child.DUMP_SIGNAL)
+
+    # --- health ------------------------------------------------------------------------
+    def _check_heartbeats(self) -> None:
+        timeout = self.cfg.worker_heartbeat_timeout
+        if not timeout:
+            return
+        now = timers.now()
+        for w in self.pool.workers():
+            if w.state is not State.READY or w.beat_index < 0:
+                continue
+            silent = now - max(self.heartbeats.last(w.beat_index), w.ready_at or 0.0)
+            if silent > timeout:
+                log.error(
+                    "worker %d (pid %d) hung: no heartbeat for %.1fs; dumping its stacks "
+                    "and killing it",
+                    w.worker_id,
+                    w.pid,
+                    silent,
+                )
+                self._kill(w.pid, spawn.child.DUMP_SIGNAL)
+                w.state = State.STARTING  # not READY: not checked again
+                self.timers.after(0.5, lambda pid=w.pid: self._kill(pid, signal.SIGKILL))
+
+    def healthy(self) -> tuple[bool, str]:
+        """The watchdog's question: is this service doing its job right now?"""
+        if self.phase is Phase.STOPPING:
+            return True, "stopping"
+        if self.phase is Phase.PAUSED:
+            return True, "workers stopped on request"
+        now = timers.now()
+        for slot in self.pool.slots.values():
+            if slot.worker_id >= self.pool.target or slot.retired_code is not None:
+                continue
+            if (
+                slot.current is None
+                and self.pool.backoff.delay(slot.fast_failures) >= self.pool.backoff.maximum
+            ):
+                return False, f"worker {slot.worker_id} keeps crashing ({slot.last_exit})"
+        timeout = self.cfg.worker_heartbeat_timeout
+        if timeout:
+            for w in self.pool.workers():
+                if w.state is State.READY and now - self.heartbeats.last(w.beat_index) > timeout:
+                    return False, f"worker {w.worker_id} sends no heartbeat"
+        return True, "ok"
+
+    def _watchdog(self) -> None:
+        ok, why = self.healthy()
+        if ok:
+            self.notify.watchdog()
+        else:
+            log.warning("not pinging the watchdog: %s", why)
+
+    def status_text(self) -> str:
+        if self.phase is Phase.PAUSED:
+            return f"workers stopped on request; {self.pool.total_restarts} restarts"
+        text = (
+            f"{self.pool.ready_count()}/{self.pool.target} workers ready; "
+            f"{self.pool.total_restarts} restarts"
+        )
+        if self.phase is Phase.RELOADING:
+            text += "; reloading"
+        return text
+
+    def _update_status(self) -> None:
+        if self.phase is not Phase.STOPPING:
+            self.notify.status(self.status_text())
+
+    # --- periodic work for users --------------------------------------------------------
+    def every(self, seconds: float, fn: Callable[[], object]) -> timers.Timer:
+        return self.timers.every(seconds, self._guarded(fn))
+
+    def after(self, seconds: float, fn: Callable[[], object]) -> timers.Timer:
+        return self.timers.after(seconds, self._guarded(fn))
+
+    @staticmethod
+    def _guarded(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback %r raised; the timer keeps going", fn)
+
+        return run
+
+
+def uptime(w: Worker) -> float:
+    return time.monotonic() - w.started_at

@@ -1,0 +1,239 @@
+"""Worker slots and their states: pure bookkeeping, no processes, no clock of its own.
+
+The master asks the pool what to do (which slots need a worker, how long a
+crashing slot must wait) and tells it what happened (spawned, ready, exited).
+Keeping this free of fork and time makes it testable with a fake clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from dataclasses import dataclass, field
+
+
+class State(enum.Enum):
+    EMPTY = "empty"  # no process; may be waiting out a restart backoff
+    STARTING = "starting"  # forked, not yet ready
+    READY = "ready"
+    STOPPING = "stopping"  # asked to stop; waiting for it to exit
+    RETIRED = "retired"  # exited with an unrecoverable code; never restarted
+
+
+def describe_status(status: int) -> str:
+    """'killed by SIGKILL' / 'exited with status 3', from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"killed by {name}{core}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"changed state ({status:#x})"
+
+
+@dataclass
+class Worker:
+    """One running (or once running) worker process, as the master sees it."""
+
+    worker_id: int
+    pid: int
+    generation: int
+    started_at: float
+    ready_at: float | None = None
+    stop_sent_at: float | None = None
+    state: State = State.STARTING
+    boot_error: str | None = None
+    exit_status: int | None = None
+    retiring: bool = False  # replaced by a reload; stopped once its successor is ready
+    beat_index: int = -1
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_status is None
+
+
+@dataclass
+class Slot:
+    """A worker id: the place a worker lives in, across restarts."""
+
+    worker_id: int
+    current: Worker | None = None
+    restarts: int = 0
+    fast_failures: int = 0
+    not_before: float = 0.0
+    last_exit: str | None = None
+    retired_code: int | None = None
+
+    @property
+    def state(self) -> State:
+        if self.retired_code is not None:
+            return State.RETIRED
+        return self.current.state if self.current else State.EMPTY
+
+
+@dataclass
+class Backoff:
+    """Crash-loop policy: first restart at once, then min * 2**k up to max."""
+
+    min_uptime: float = 1.0
+    minimum: float = 0.1
+    maximum: float = 30.0
+
+    def delay(self, fast_failures: int) -> float:
+        if fast_failures <= 1:
+            return 0.0
+        return min(self.maximum, self.minimum * 2 ** (fast_failures - 2))
+
+
+@dataclass
+class Pool:
+    target: int
+    backoff: Backoff = field(default_factory=Backoff)
+    unrecoverable: frozenset[int] = frozenset()
+    slots: dict[int, Slot] = field(default_factory=dict)
+    by_pid: dict[int, Worker] = field(default_factory=dict)
+    generation: int = 0
+    total_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        self.resize(self.target)
+
+    def resize(self, target: int) -> list[Worker]:
+        """Set the worker count; return the workers that must now be stopped."""
+        self.target = max(0, target)
+        for wid in range(self.target):
+            self.slots.setdefault(wid, Slot(wid))
+        surplus = []
+        for wid in sorted(self.slots):
+            if wid >= self.target:
+                slot = self.slots[wid]
+                if slot.current is None:
+                    del self.slots[wid]
+                elif slot.current.state is not State.STOPPING:
+                    surplus.append(slot.current)
+        return surplus
+
+    def wanted(self, now: float) -> list[int]:
+        """Slot ids that need a new worker now (empty, not retired, backoff over)."""
+        return [
+            s.worker_id
+            for s in sorted(self.slots.values(), key=lambda s: s.worker_id)
+            if s.worker_id < self.target
+            and s.current is None
+            and s.retired_code is None
+            and s.not_before <= now
+        ]
+
+    def next_retry(self, now: float) -> float | None:
+        """Earliest moment a backing-off slot may restart, if one is waiting."""
+        waits = [
+            s.not_before
+            for s in self.slots.values()
+            if s.worker_id < self.target
+            and s.current is None
+            and s.retired_code is None
+            and s.not_before > now
+        ]
+        return min(waits) if waits else None
+
+    def spawned(self, worker_id: int, pid: int, now: float) -> Worker:
+        w = Worker(worker_id, pid, self.generation, now)
+        self.slots[worker_id].current = w
+        self.by_pid[pid] = w
+        return w
+
+    def spawn_failed(self, worker_id: int, now: float) -> float:
+        """fork() itself failed (EAGAIN, ENOMEM): back off like a crash."""
+        slot = self.slots[worker_id]
+        slot.fast_failures += 1
+        slot.not_before = now + max(self.backoff.minimum, self.backoff.delay(slot.fast_failures))
+        return slot.not_before
+
+    def retire_generation(self) -> list[Worker]:
+        """Start a new generation: every current worker keeps serving until replaced."""
+        self.generation += 1
+        old = []
+        for slot in self.slots.values():
+            w = slot.current
+            if w is not None and w.state in (State.STARTING, State.READY):
+                w.retiring = True
+                slot.current = None
+                slot.fast_failures = 0
+                slot.not_before = 0.0
+                old.append(w)
+        return old
+
+    def retiring(self, worker_id: int | None = None) -> list[Worker]:
+        return [
+            w
+            for w in self.by_pid.values()
+            if w.retiring
+            and w.state is not State.STOPPING
+            and (worker_id is None or w.worker_id == worker_id)
+        ]
+
+    def ready(self, pid: int, now: float) -> Worker | None:
+        w = self.by_pid.get(pid)
+        if w is None or w.state is not State.STARTING:
+            return None
+        w.state = State.READY
+        w.ready_at = now
+        return w
+
+    def exited(self, pid: int, status: int, now: float) -> Worker | None:
+        """Record an exit; decide restart delay or retirement for its slot."""
+        w = self.by_pid.pop(pid, None)
+        if w is None:
+            return None
+        w.exit_status = status
+        slot = self.slots.get(w.worker_id)
+        if slot is None or slot.current is not w:
+            return w  # an old-generation worker being replaced
+        slot.current = None
+        slot.last_exit = describe_status(status)
+        if w.worker_id >= self.target:
+            del self.slots[w.worker_id]
+            return w
+        if w.state is State.STOPPING:
+            return w  # asked to stop; restarts follow whatever the master wants
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if code is not None and code in self.unrecoverable:
+            slot.retired_code = code
+            return w
+        slot.restarts += 1
+        self.total_restarts += 1
+        uptime = now - (w.ready_at or w.started_at)
+        if w.ready_at is None or uptime < self.backoff.min_uptime:
+            slot.fast_failures += 1
+        else:
+            slot.fast_failures = 1
+        slot.not_before = now + self.backoff.delay(slot.fast_failures)
+        return w
+
+    def workers(self) -> list[Worker]:
+        return list(self.by_pid.values())
+
+    def current(self) -> list[Worker]:
+        return [s.current for s in self.slots.values() if s.current is not None]
+
+    def count(self, state: State) -> int:
+        return sum(1 for w in self.by_pid.values() if w.state is state)
+
+    def ready_count(self) -> int:
+        return sum(
+            1
+            for s in self.slots.values()
+            if s.worker_id < self.target and s.current and s.current.state is State.READY
+        )
+
+    def all_retired(self) -> int | None:
+        """The unrecoverable exit code, when every slot has retired with one."""
+        codes = [s.retired_code for s in self.slots.values() if s.worker_id < self.target]
+        if self.target and codes and all(c is not None for c in codes):
+            return codes[-1]
+        return None

@@ -1,0 +1,121 @@
+"""Signals become bytes on a pipe; the master loop reads them and acts.
+
+Handlers do nothing at all (no lock, no logging, no allocation that matters):
+`signal.set_wakeup_fd` writes the signal number into a non-blocking pipe that
+the loop's selector watches. Which command a signal means is a table, so the
+presets for users migrating from ServerEngine or Unicorn are data, not code.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from collections.abc import Iterable
+
+
+class Command(enum.Enum):
+    GRACEFUL_STOP = "graceful stop"
+    QUICK_STOP = "quick stop"
+    RELOAD = "reload config and replace workers"
+    RESTART_GRACEFUL = "replace workers gracefully"
+    RESTART_IMMEDIATE = "restart workers now"
+    REOPEN_LOGS = "reopen logs"
+    UPGRADE = "upgrade (re-exec)"
+    STOP_WORKERS = "stop workers, keep master"
+    INCREMENT = "one worker more"
+    DECREMENT = "one worker fewer"
+    DUMP = "dump worker stacks"
+    CHILD = "reap children"
+    IGNORE = "nothing"
+
+
+S = signal.Signals
+C = Command
+
+_COMMON = {S.SIGCHLD: C.CHILD, S.SIGCONT: C.IGNORE, S.SIGPIPE: C.IGNORE}
+
+PRESETS: dict[str, dict[signal.Signals, Command]] = {
+    # systemctl stop sends TERM, so TERM is graceful
+    "svcengine": {
+        **_COMMON,
+        S.SIGTERM: C.GRACEFUL_STOP,
+        S.SIGINT: C.QUICK_STOP,
+        S.SIGQUIT: C.QUICK_STOP,
+        S.SIGHUP: C.RELOAD,
+        S.SIGUSR1: C.REOPEN_LOGS,
+        S.SIGUSR2: C.UPGRADE,
+        S.SIGWINCH: C.STOP_WORKERS,
+        S.SIGTTIN: C.INCREMENT,
+        S.SIGTTOU: C.DECREMENT,
+    },
+    # ServerEngine's supervisor table; its CONT dump stays off (systemd owns CONT)
+    "serverengine": {
+        **_COMMON,
+        S.SIGTERM: C.GRACEFUL_STOP,
+        S.SIGQUIT: C.QUICK_STOP,
+        S.SIGINT: C.QUICK_STOP,
+        S.SIGUSR1: C.RESTART_GRACEFUL,
+        S.SIGHUP: C.RESTART_IMMEDIATE,
+        S.SIGUSR2: C.RELOAD,
+        S.SIGWINCH: C.STOP_WORKERS,
+        S.SIGTTIN: C.INCREMENT,
+        S.SIGTTOU: C.DECREMENT,
+    },
+    # Unicorn's master: TERM/INT quick, QUIT graceful
+    "unicorn": {
+        **_COMMON,
+        S.SIGTERM: C.QUICK_STOP,
+        S.SIGINT: C.QUICK_STOP,
+        S.SIGQUIT: C.GRACEFUL_STOP,
+        S.SIGHUP: C.RELOAD,
+        S.SIGUSR1: C.REOPEN_LOGS,
+        S.SIGUSR2: C.UPGRADE,
+        S.SIGWINCH: C.STOP_WORKERS,
+        S.SIGTTIN: C.INCREMENT,
+        S.SIGTTOU: C.DECREMENT,
+    },
+}
+
+
+def _noop(signum: int, frame: object) -> None:
+    """Deliberately empty: the wakeup fd already carries the signal number."""
+
+
+class SignalPipe:
+    """The self-pipe: install no-op handlers and route their numbers to a pipe."""
+
+    def __init__(self, signums: Iterable[int]) -> None:
+        self.signums = sorted(set(signums))
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_fd = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
+        for signum in self.signums:
+            signal.signal(signum, _noop)
+
+    def read(self) -> list[signal.Signals]:
+        """Every signal number queued so far, in arrival order."""
+        out: list[signal.Signals] = []
+        while True:
+            try:
+                data = os.read(self.rfd, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            for b in data:
+                try:
+                    out.append(signal.Signals(b))
+                except ValueError:
+                    continue
+        return out
+
+    def close(self) -> None:
+        """Restore default dispositions; used in a freshly forked child."""
+        signal.set_wakeup_fd(-1)
+        for signum in self.signums:
+            signal.signal(signum, signal.SIG_DFL)
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

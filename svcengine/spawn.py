@@ -1,0 +1,161 @@
+"""Forking one worker, and the child's bootstrap up to Worker.run().
+
+The order in the child matters: signals are blocked across fork() so a signal
+meant for the new worker can never be written into the master's wakeup pipe;
+PDEATHSIG is armed first and then getppid() is re-checked (a master that died
+before prctl ran sends nothing); the master's own fds are closed, most of all
+the write end of the life pipe, or the worker would keep its own pipe open
+(ServerEngine's orphan bug).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _linux, channel, child, proctitle, systemd
+from . import log as logsetup
+from .config import Config
+from .worker import Worker
+
+log = logging.getLogger("svcengine.master")
+
+ALL_SIGNALS = set(signal.valid_signals())
+
+
+def import_worker(spec: str, python_path: list[str]) -> type[Worker]:
+    """'package.module:Class' -> the class, with python_path searched first."""
+    for entry in reversed(python_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Worker)):
+        raise TypeError(f"{spec} is not a svcengine.Worker subclass")
+    return obj
+
+
+@dataclass
+class ForkContext:
+    """Everything a new worker needs from its master, and what it must drop."""
+
+    master_pid: int
+    config: Config
+    worker_class: type[Worker] | None
+    life: channel.LifePipe
+    heartbeats: channel.Heartbeats
+    sockets: list[Any]
+    master_fds: Callable[[], list[int]]
+    restore_signals: Callable[[], None]
+    after_fork: Callable[[Any], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int, int]:
+    """Fork a worker; return (pid, read end of its status pipe)."""
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        log.warning(
+            "forking worker %d while the master runs other threads (%s): their locks may be "
+            'held forever in the child; use worker_type = "spawn" or server.every() instead',
+            worker_id,
+            names,
+        )
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(status_r)
+        os.close(status_w)
+        raise
+    if pid == 0:
+        code = 1
+        try:
+            os.close(status_r)
+            code = _child(ctx, worker_id, status_w, beat_index, old_mask)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            child.finish(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(status_w)
+    os.set_blocking(status_r, False)
+    return pid, status_r
+
+
+def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, old_mask: Any) -> int:
+    cfg = ctx.config
+    ctx.restore_signals()
+    if cfg.worker_pdeathsig:
+        _linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != ctx.master_pid:
+        return 1  # the master died before PDEATHSIG was armed
+    for fd in ctx.master_fds():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    life_fd = ctx.life.child_side()
+    if not cfg.notify_workers:
+        systemd.scrub_environment()
+    logsetup.set_label(f"worker[{worker_id}]")
+    proctitle.set_title(proctitle.worker_title(cfg.name, worker_id, cfg.worker_process_name))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        except (AttributeError, ValueError):
+            pass
+
+    runtime = child.Runtime(
+        worker_id=worker_id,
+        config=cfg,
+        master_pid=ctx.master_pid,
+        status_fd=status_fd,
+        life_fd=life_fd,
+        beat=channel.Beat(ctx.heartbeats.map, beat_index),
+        sockets=[s.sock for s in ctx.sockets],
+    )
+    runtime.install_signals()
+    holder: dict[str, Worker] = {}
+    runtime.start_watcher(
+        on_stop=lambda: holder["w"].stop() if "w" in holder else None,
+        on_reload=lambda: holder["w"].reload() if "w" in holder else None,
+    )
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    try:
+        cls = ctx.worker_class or import_worker(cfg.worker, cfg.python_path)
+        worker = cls(worker_id, cfg, runtime)
+        holder["w"] = worker
+        ctx.after_fork(worker)
+    except BaseException as exc:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        log.error("worker %d failed to boot:\n%s", worker_id, traceback.format_exc().rstrip())
+        channel.send(status_fd, channel.BOOT_FAILED, text)
+        return 1
+    if runtime.stopping:
+        worker.stop()
+    if worker.ready_on_run:
+        runtime.ready()
+    try:
+        worker.run()
+    except Exception:
+        log.exception("worker %d: run() raised", worker_id)
+        return 1
+    return 0

@@ -1,0 +1,120 @@
+"""Talking to systemd: sd_notify through the `sdnotify` package, made safe.
+
+sdnotify connects once when constructed, encodes latin-1 and swallows every
+error. Here the connection is made lazily (after daemonizing closed fds), the
+socket is non-blocking (a slow reader must never stall the master loop), the
+text is UTF-8, and failures are logged. Without NOTIFY_SOCKET every call is a
+no-op, so the master calls it unconditionally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import sdnotify
+
+log = logging.getLogger("svcengine.systemd")
+
+# what systemd hands the master and a worker must not inherit
+MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Notifier:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = env.get("NOTIFY_SOCKET") or None
+        self._sock: socket.socket | None = None
+        self._failed = False
+        self.sent: list[str] = []  # the last few messages, for status output
+        self._status: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def _socket(self) -> socket.socket | None:
+        if self._sock is None and self.address and not self._failed:
+            try:
+                notifier = sdnotify.SystemdNotifier(debug=True)
+            except (OSError, TypeError) as exc:
+                self._failed = True
+                log.error("cannot connect to NOTIFY_SOCKET %s: %s", self.address, exc)
+                return None
+            self._sock = notifier.socket
+            self._sock.setblocking(False)
+            os.set_inheritable(self._sock.fileno(), False)
+        return self._sock
+
+    def send(self, *fields: str) -> bool:
+        """Send one datagram of KEY=VALUE lines; log, never raise, on failure."""
+        sock = self._socket()
+        if sock is None:
+            return False
+        message = "\n".join(fields)
+        try:
+            sock.send(message.encode("utf-8"))
+        except BlockingIOError:
+            log.warning("systemd is not reading notifications; dropped: %s", message)
+            return False
+        except OSError as exc:
+            log.error("sd_notify %r failed: %s", message, exc)
+            return False
+        self.sent = (self.sent + [message])[-20:]
+        return True
+
+    def ready(self, status: str | None = None, mainpid: int | None = None) -> None:
+        fields = ["READY=1"]
+        if mainpid:
+            fields.append(f"MAINPID={mainpid}")
+        if status:
+            fields.append(f"STATUS={status}")
+            self._status = status
+        self.send(*fields)
+
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self.send(f"STATUS={text}")
+
+    def reloading(self) -> None:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+    """Half of WATCHDOG_USEC, in seconds, when the watchdog is meant for us."""
+    env = os.environ if environ is None else environ
+    try:
+        usec = int(env.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    if usec <= 0:
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    return usec / 2_000_000
+
+
+def scrub_environment(environ: dict[str, str] | None = None) -> None:
+    """Remove systemd's variables so a worker cannot impersonate the master."""
+    env = os.environ if environ is None else environ
+    for key in MANAGER_VARIABLES:
+        env.pop(key, None)

@@ -1,0 +1,84 @@
+"""The Worker base class: the whole contract between svcengine and user code.
+
+Subclass it, implement run(), and optionally stop() and reload(). run() is the
+worker's life: when it returns, the worker process exits (status 0) and the
+master starts a new one unless the service is stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .child import Runtime
+    from .config import Config
+
+
+class Worker:
+    #: Ready as soon as run() is entered. Set False and call self.ready()
+    #: yourself when the worker needs warm-up before it counts as serving.
+    ready_on_run: bool = True
+
+    def __init__(self, worker_id: int, config: Config, runtime: Runtime) -> None:
+        self.worker_id = worker_id
+        self.config = config
+        self._runtime = runtime
+        self.logger = logging.getLogger(f"svcengine.worker.{type(self).__name__}")
+
+    # --- to override -------------------------------------------------------
+    def run(self) -> None:
+        raise NotImplementedError("a Worker subclass must implement run()")
+
+    def stop(self) -> None:
+        """Called (from a helper thread, not a signal handler) when asked to stop.
+
+        `stopping` is already True and wait() already returns. Override it to
+        unblock a run() that waits on something else than wait().
+        """
+
+    def reload(self) -> None:
+        """Called on HUP delivered to this worker."""
+
+    # --- provided ----------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._runtime.stopping
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """Listening sockets bound by the master (or passed in by systemd)."""
+        return self._runtime.sockets
+
+    @property
+    def pid(self) -> int:
+        return self._runtime.pid
+
+    def wait(self, seconds: float | None = None) -> bool:
+        """Sleep up to `seconds`; return at once (True) when asked to stop."""
+        self._runtime.beat()
+        if not self._runtime.stopping:
+            select.select([self._runtime.stop_fd], [], [], seconds)
+        self._runtime.beat()
+        return self._runtime.stopping
+
+    def wait_readable(self, fileobjs: list[Any], seconds: float | None = None) -> list[Any]:
+        """Wait until some of `fileobjs` are readable; [] on timeout or stop."""
+        self._runtime.beat()
+        if self._runtime.stopping:
+            return []
+        readable, _, _ = select.select([self._runtime.stop_fd, *fileobjs], [], [], seconds)
+        self._runtime.beat()
+        if self._runtime.stopping:
+            return []
+        return [f for f in readable if f is not self._runtime.stop_fd]
+
+    def ready(self) -> None:
+        """Tell the master this worker now serves (for ready_on_run = False)."""
+        self._runtime.ready()
+
+    def heartbeat(self) -> None:
+        """Prove progress; needed only with worker_heartbeat_timeout and no wait()."""
+        self._runtime.beat()
