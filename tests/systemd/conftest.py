@@ -1,0 +1,89 @@
+"""The `box` fixture: a real systemd 252 (Debian 12) booted with tests/systemd/box.sh, with this
+checkout's wheel, the unit files, the examples and the test workers installed in it.
+
+Needs root. Skips (with the reason) where systemd-nspawn cannot work. Set SVCENGINE_BOX_KEEP=1
+to leave the box running after the session (inspect it with `tests/systemd/box.sh exec ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from boxlib import (
+    CONF_DIR,
+    EXIT_PROBE,
+    UNIT_DIR,
+    Box,
+    box_sh,
+    ours,
+    provision,
+    skip_reason,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="session")
+def box(tmp_path_factory) -> Iterator[Box]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    t0 = time.monotonic()
+    # first run: apt-get + debootstrap (a minute or two); later: the cached tarball, about 1 s
+    up = box_sh("up", timeout=900)
+    if up.returncode != 0:
+        box_sh("down", timeout=120)
+        pytest.fail(f"box.sh up failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
+    b = Box()
+    try:
+        provision(b, tmp_path_factory.mktemp("wheel"))
+        print(f"\nbox ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        yield b
+    finally:
+        if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
+            down = box_sh("down", timeout=120)
+            assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
+            assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
+
+
+@pytest.fixture
+def units(box: Box):
+    """Per test: config and drop-ins to write; afterwards stop every svcengine unit, remove what
+    the test wrote, and prove that no svcengine process is left in the box."""
+    written: list[str] = []
+
+    class Units:
+        def config(self, name: str, text: str) -> None:
+            box.write(f"{CONF_DIR}/{name}.toml", text)
+            written.append(f"{CONF_DIR}/{name}.toml")
+
+        def dropin(self, unit: str, text: str, name: str = "50-test") -> None:
+            path = f"{UNIT_DIR}/{unit}.d/{name}.conf"
+            box.write(path, text)
+            written.append(path)
+            box.systemctl("daemon-reload")
+
+        def exit_probe(self, unit: str) -> None:
+            """Log how the unit's main process ended: a unit stopped cleanly is unloaded at once,
+            so `systemctl show` cannot tell afterwards. See exit_of()."""
+            self.dropin(unit, EXIT_PROBE, name="60-exit-probe")
+
+    yield Units()
+    box.systemctl("stop", "svcengine*", timeout=120)
+    box.systemctl("reset-failed", "svcengine*", check=False)
+    if written:
+        box.run("rm", "-f", *written)
+        box.systemctl("daemon-reload")
+    left: list[dict] = []
+
+    def none_left() -> bool:
+        left[:] = [p for p in box.procs() if ours(p)]
+        return not left
+
+    try:
+        wait_until("free of svcengine processes", none_left, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"svcengine processes left in the box: {left}") from None
