@@ -38,7 +38,7 @@ class Notifier:
     def _socket(self) -> socket.socket | None:
         if self._sock is None and self.address and not self._failed:
             try:
-                notifier = sdnotify.SystemdNotifier(debug=True)
+                notifier = _connect(self.address)
             except (OSError, TypeError) as exc:
                 self._failed = True
                 log.error("cannot connect to NOTIFY_SOCKET %s: %s", self.address, exc)
@@ -96,6 +96,19 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _connect(address: str) -> sdnotify.SystemdNotifier:
+    """sdnotify reads the address from the environment at construction only."""
+    saved = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = address
+    try:
+        return sdnotify.SystemdNotifier(debug=True)
+    finally:
+        if saved is None:
+            os.environ.pop("NOTIFY_SOCKET", None)
+        else:
+            os.environ["NOTIFY_SOCKET"] = saved
 
 
 def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:

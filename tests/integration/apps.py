@@ -51,6 +51,12 @@ class Commanded(svcengine.Worker):
                 from svcengine import _linux
 
                 self.logger.info("worker %d pdeathsig=%d", self.worker_id, _linux.get_pdeathsig())
+            if command == "env":
+                self.logger.info(
+                    "worker %d NOTIFY_SOCKET=%s",
+                    self.worker_id,
+                    os.environ.get("NOTIFY_SOCKET", "unset"),
+                )
             if command == "print":
                 print("printed-by-worker", flush=True)
         self.logger.info("worker %d finished gracefully", self.worker_id)

@@ -27,6 +27,15 @@ import pytest
 from svcengine import _linux
 
 HERE = Path(__file__).resolve().parent
+# dup the given fds to 3.., set LISTEN_PID to our own pid, exec the rest of argv
+ACTIVATE = (
+    "import os, sys\n"
+    "fds = [int(x) for x in os.environ.pop('SVC_TEST_FDS').split(',')]\n"
+    "for i, fd in enumerate(fds):\n"
+    "    os.dup2(fd, 3 + i)\n"
+    "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
 REPO = HERE.parent.parent
 
 
@@ -100,6 +109,7 @@ class Notifications:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.messages: list[dict[str, str]] = []
+        self.proc: subprocess.Popen | None = None  # fail fast if the sender is gone
 
     def _receive(self, timeout: float) -> dict[str, str] | None:
         readable, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
@@ -113,7 +123,18 @@ class Notifications:
     def wait(self, predicate: Callable[[dict[str, str]], bool], timeout: float, what: str):
         deadline = time.monotonic() + timeout
         while True:
-            msg = self._receive(deadline - time.monotonic())
+            msg = self._receive(min(0.5, deadline - time.monotonic()))
+            if msg is None and time.monotonic() < deadline:
+                if self.proc is None or self.proc.poll() is None:
+                    continue
+                while (msg := self._receive(0)) is not None and not predicate(msg):
+                    pass
+                if msg is not None:
+                    return msg
+                code = self.proc.returncode
+                raise AssertionError(
+                    f"service exited ({code}) before {what}; got {self.messages[-8:]}"
+                )
             if msg is None:
                 raise AssertionError(
                     f"no notification {what} within {timeout}s; got {self.messages[-8:]}"
@@ -135,8 +156,17 @@ class Notifications:
 class Service:
     """One svcengine master started for a test."""
 
-    def __init__(self, tmp: Path, worker: str, workers: int, config: str, args: list[str]):
+    def __init__(
+        self,
+        tmp: Path,
+        worker: str,
+        workers: int,
+        config: str,
+        args: list[str],
+        log_to_file: bool = True,
+    ):
         self.tmp = tmp
+        self.log_to_file = log_to_file
         self.log_path = tmp / "service.log"
         self.config_path = tmp / "app.toml"
         self.worker = worker
@@ -146,14 +176,16 @@ class Service:
         self.proc: subprocess.Popen | None = None
         self.seen_workers: set[int] = set()
         self._log_offset = 0
+        self.journal_stream = False
+        self.pass_fds: tuple[int, ...] = ()
 
     def write_config(self, workers: int, extra: str = "") -> None:
         self.config_path.write_text(
             f'worker = "{self.worker}"\n'
             f"workers = {workers}\n"
-            f'python_path = ["{HERE}", "{self.tmp}"]\n'
-            f'log = "{self.log_path}"\n'
-            'log_level = "debug"\n'
+            f'python_path = ["{HERE}", "{self.tmp}", "{REPO / "examples"}"]\n'
+            + (f'log = "{self.log_path}"\n' if self.log_to_file else "")
+            + 'log_level = "debug"\n'
             "start_worker_delay_rand = 0.0\n" + extra
         )
 
@@ -163,9 +195,24 @@ class Service:
         environ.pop("WATCHDOG_USEC", None)
         environ.update(env or {})
         self.stderr = open(self.tmp / "stderr.txt", "wb")
+        if not self.log_to_file:
+            self.log_path = self.tmp / "stderr.txt"
+        if self.journal_stream:
+            st = os.fstat(self.stderr.fileno())
+            environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        cmd = [sys.executable, "-m", "svcengine", "--config", str(self.config_path), *self.args]
+        if self.pass_fds:
+            # the socket-activation protocol: LISTEN_PID must be the pid that execs svcengine
+            cmd = [sys.executable, "-c", ACTIVATE, *cmd]
+            environ.update(
+                LISTEN_FDS=str(len(self.pass_fds)),
+                LISTEN_FDNAMES="http",
+                SVC_TEST_FDS=",".join(map(str, self.pass_fds)),
+            )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "svcengine", "--config", str(self.config_path), *self.args],
+            cmd,
             env=environ,
+            pass_fds=self.pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=self.stderr,
             stderr=self.stderr,
@@ -173,6 +220,7 @@ class Service:
             restore_signals=True,
             cwd=self.tmp,
         )
+        self.notify.proc = self.proc
         return self
 
     @property
@@ -267,9 +315,14 @@ def service(tmp_path):
     made: list[Service] = []
 
     def make(
-        worker: str = "apps:Commanded", workers: int = 2, config: str = "", args=(), start=True
+        worker: str = "apps:Commanded",
+        workers: int = 2,
+        config: str = "",
+        args=(),
+        start=True,
+        log_to_file=True,
     ) -> Service:
-        svc = Service(tmp_path, worker, workers, config, list(args))
+        svc = Service(tmp_path, worker, workers, config, list(args), log_to_file)
         made.append(svc)
         if start:
             svc.start()
