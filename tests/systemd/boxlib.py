@@ -46,6 +46,7 @@ SHOW_PROPS = (
     "ExecMainStatus",
     "ControlGroup",
     "InvocationID",
+    "WatchdogTimestampMonotonic",  # when systemd last got WATCHDOG=1
 )
 
 
