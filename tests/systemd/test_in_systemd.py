@@ -285,12 +285,16 @@ def test_forking_unit(box: Box, units):
     units.config("fork", MARKER_TOML)
     unit = "svcengine-forking@fork.service"
     units.exit_probe(unit)
-    box.systemctl("start", unit, timeout=60)  # Type=forking: returns once the launcher exited
+    cursor = box.cursor()
+    # Type=forking: returns once the launcher has exited and systemd has read the pidfile
+    proc = box.run("systemctl", "start", unit, check=False, timeout=60)
+    assert proc.returncode == 0, f"start failed:\n{box.journal(unit, cursor=cursor)}"
     props = box.wait_running(unit, status=None)
     main = int(props["MainPID"])
     assert box.out("cat", "/run/svcengine/fork.pid").strip() == str(main)
     master, workers = pool(box, main)
     assert master["cmdline"].startswith("svcengine master"), master
+    assert master["ppid"] == 1, f"the launcher must be gone, the master re-parented: {master}"
     assert len(workers) == 2, workers
     cursor = box.cursor()
 
