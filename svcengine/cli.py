@@ -10,13 +10,12 @@ from . import __version__
 from . import config as configmod
 from .server import Server
 
-EX_SOFTWARE = 1
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svcengine",
-        description="Run a pool of Python workers as a Unix service.",
+        description="Run a pool of Python workers as a Unix service. "
+        "`svcengine ctl --help` steers a running one.",
     )
     p.add_argument(
         "worker",
@@ -32,6 +31,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="stay in the foreground (default)",
+    )
+    mode.add_argument(
+        "-d",
+        "--daemonize",
+        dest="daemonize",
+        action="store_true",
+        help="detach; return only once every worker is ready",
     )
     p.add_argument("--name", help="service name, shown in process titles")
     p.add_argument("-w", "--workers", type=int, help="number of workers")
@@ -65,18 +71,19 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        from . import ctl
+
+        return ctl.main(argv[1:])
     args = parser().parse_args(argv)
     overrides = overrides_from(args)
     try:
         cfg = configmod.load(args.config, overrides)
-        server = Server(None, cfg, config_path=args.config, overrides=overrides)
-        return server.run()
     except configmod.ConfigError as exc:
         print(f"svcengine: config error: {exc}", file=sys.stderr)
         return configmod.EX_CONFIG
-    except OSError as exc:
-        print(f"svcengine: {exc}", file=sys.stderr)
-        return EX_SOFTWARE
+    return Server(None, cfg, config_path=args.config, overrides=overrides).run()
 
 
 def run() -> None:

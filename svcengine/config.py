@@ -8,6 +8,9 @@ the file, so a HUP can try a new config without touching the running one.
 from __future__ import annotations
 
 import dataclasses
+import grp
+import os
+import pwd
 import tomllib
 import types
 import typing
@@ -51,7 +54,11 @@ class Config:
     log: str | None = None
     log_level: str = "info"
     pid_path: str | None = None
+    control_socket: str | None = None
     daemonize: bool = False
+    chuser: str | None = None
+    chgroup: str | None = None
+    chumask: int | None = None
     daemon_process_name: str | None = None
     worker_process_name: str | None = None
     signal_map: str = "svcengine"
@@ -96,6 +103,18 @@ class Config:
         ):
             if getattr(self, key) < 0:
                 raise ConfigError("must be >= 0", key, src)
+        if self.chumask is not None and not 0 <= self.chumask <= 0o777:
+            raise ConfigError("expected a mode such as 0o022", "chumask", src)
+        if self.chuser is not None:
+            try:
+                pwd.getpwnam(self.chuser)
+            except KeyError:
+                raise ConfigError(f"no such user {self.chuser!r}", "chuser", src) from None
+        if self.chgroup is not None:
+            try:
+                grp.getgrnam(self.chgroup)
+            except KeyError:
+                raise ConfigError(f"no such group {self.chgroup!r}", "chgroup", src) from None
         if self.worker_heartbeat_interval <= 0:
             raise ConfigError("must be > 0", "worker_heartbeat_interval", src)
         if self.worker_heartbeat_timeout is not None and self.worker_heartbeat_timeout <= 0:
@@ -106,6 +125,19 @@ class Config:
                     f"exit code {code} out of 1..255", "unrecoverable_exit_codes", src
                 )
         return self
+
+    def absolute(self) -> Config:
+        """Paths made absolute: a daemon changes its directory to /."""
+
+        def fix(p: str | None) -> str | None:
+            return os.path.abspath(p) if p else p
+
+        return self.replace(
+            log=fix(self.log),
+            pid_path=fix(self.pid_path),
+            control_socket=fix(self.control_socket),
+            python_path=[os.path.abspath(p) for p in self.python_path],
+        )
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

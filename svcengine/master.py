@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import channel, config, proctitle, spawn, timers
+from . import _linux, channel, config, proctitle, spawn, timers
 from . import log as logsetup
+from .control import ControlServer
 from .pool import Backoff, Pool, State, Worker, describe_status
+from .privileges import Identity
 from .signals import PRESETS, Command, SignalPipe
 from .stopping import Stopper
 from .systemd import Notifier, watchdog_interval
@@ -85,6 +87,9 @@ class Master:
         )
         self.commands = PRESETS[cfg.signal_map]
         self.wakeups = 0  # loop turns, for tests and `ctl status`
+        self.failure: str | None = None  # why the master gave up, for the daemon launcher
+        self.control: ControlServer | None = None
+        self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -98,6 +103,8 @@ class Master:
             self.timers.every(interval, self._watchdog)
         if self.cfg.worker_heartbeat_timeout:
             self.timers.every(self.cfg.worker_heartbeat_interval, self._check_heartbeats)
+        if self.control is not None:
+            self.selector.register(self.control.fileno(), selectors.EVENT_READ, self._on_control)
         log.info(
             "master started (pid %d): %d %s worker(s) of %s",
             self.pid,
@@ -131,6 +138,8 @@ class Master:
             self._close_fd(fd)
         self._status_fds.clear()
         self.signals.close()
+        if self.control is not None:
+            self.control.close()
         self.selector.close()
         self.life.close()
         self.heartbeats.close()
@@ -144,6 +153,9 @@ class Master:
         fds = [self.selector.fileno(), self.heartbeats.fd]  # life.wfd: LifePipe.child_side()
         fds += [fd for fd, _ in self._status_fds.values()]
         fds += self.server.master_fds()
+        if self.control is not None:
+            fds.append(self.control.fileno())
+            fds += [c.fileno() for c in self.control.buffers]
         return fds
 
     # --- spawning --------------------------------------------------------------
@@ -158,6 +170,7 @@ class Master:
             master_fds=self.master_fds,
             restore_signals=self.signals.close,
             after_fork=lambda w: self.server.hooks.call_strict("after_fork", self.server, w),
+            identity=self.identity,
         )
 
     def _maintain(self) -> None:
@@ -266,7 +279,8 @@ class Master:
         w.boot_error = text
         if self.phase is Phase.STARTING:
             log.error("worker %d failed to boot (%s); giving up", w.worker_id, text)
-            self.notify.status(f"worker {w.worker_id} failed to boot: {text}")
+            self.failure = f"worker {w.worker_id} failed to boot: {text}"
+            self.notify.status(self.failure)
             self._final_code = 1
             self.begin_stop(quick=True)
         elif self.phase is Phase.RELOADING:
@@ -293,6 +307,7 @@ class Master:
                 "ready: %s (%.0f ms after start)", status, (timers.now() - self._started_at) * 1000
             )
             self.server.hooks.call("when_ready", self.server)
+            self.server.announce_ready()
         else:
             log.info("reload complete: %s", status)
         self.notify.ready(status=status, mainpid=self.pid)
@@ -332,6 +347,7 @@ class Master:
             code = self.pool.all_retired()
             if code is not None and self.phase is not Phase.STOPPING:
                 log.error("every worker exited with an unrecoverable status; master exits %d", code)
+                self.failure = f"every worker exited with unrecoverable status {code}"
                 self._final_code = code
                 self.begin_stop(quick=False)
         elif slot is not None and slot.current is None and slot.not_before > timers.now():
@@ -586,6 +602,92 @@ class Master:
     def _update_status(self) -> None:
         if self.phase is not Phase.STOPPING:
             self.notify.status(self.status_text())
+
+    # --- the control socket ---------------------------------------------------------
+    def _on_control(self, fd: int) -> None:
+        assert self.control is not None
+        conn = self.control.accept()
+        if conn is None:
+            return
+        control = self.control
+
+        def on_readable(_fd: int, conn=conn) -> None:
+            if not control.readable(conn):
+                self.selector.unregister(conn)
+                control.drop(conn)
+                timer.cancel()
+
+        def too_slow(conn=conn) -> None:
+            if conn in control.buffers:
+                self.selector.unregister(conn)
+                control.drop(conn)
+
+        self.selector.register(conn, selectors.EVENT_READ, on_readable)
+        timer = self.timers.after(5.0, too_slow)
+
+    def control_request(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, **self.snapshot()}
+        if cmd == "pid":
+            return {"ok": True, "pid": self.pid}
+        if cmd == "dump":
+            self.dump()
+            return {"ok": True, "workers": len(self.pool.workers())}
+        if cmd == "scale":
+            arg = str(req.get("n", ""))
+            try:
+                n = int(arg)
+            except ValueError:
+                return {"ok": False, "error": f"scale needs N, +N or -N, got {arg!r}"}
+            target = self.pool.target + n if arg[:1] in "+-" else n
+            if target < 0:
+                return {"ok": False, "error": f"cannot scale to {target} workers"}
+            self.scale(target)
+            return {"ok": True, "workers": target}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def snapshot(self) -> dict:
+        now = timers.now()
+        healthy, why = self.healthy()
+        workers = []
+        for slot in sorted(self.pool.slots.values(), key=lambda s: s.worker_id):
+            w = slot.current
+            workers.append(
+                {
+                    "id": slot.worker_id,
+                    "pid": w.pid if w else None,
+                    "state": slot.state.value,
+                    "uptime": round(now - w.started_at, 3) if w else None,
+                    "restarts": slot.restarts,
+                    "last_exit": slot.last_exit,
+                    "rss": _linux.rss_bytes(w.pid) if w else None,
+                }
+            )
+        for w in self.pool.retiring():
+            workers.append(
+                {
+                    "id": w.worker_id,
+                    "pid": w.pid,
+                    "state": "retiring",
+                    "uptime": round(now - w.started_at, 3),
+                    "restarts": None,
+                    "last_exit": None,
+                    "rss": _linux.rss_bytes(w.pid),
+                }
+            )
+        return {
+            "pid": self.pid,
+            "name": self.cfg.name,
+            "phase": self.phase.value,
+            "status": self.status_text(),
+            "healthy": healthy and self.phase is not Phase.STARTING,
+            "health": why if self.phase is not Phase.STARTING else "starting",
+            "target": self.pool.target,
+            "restarts": self.pool.total_restarts,
+            "uptime": round(now - self._started_at, 3),
+            "workers": workers,
+        }
 
     # --- periodic work for users --------------------------------------------------------
     def every(self, seconds: float, fn: Callable[[], object]) -> timers.Timer:

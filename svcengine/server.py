@@ -1,8 +1,11 @@
 """create() and Server: the start-up and tear-down order around the master.
 
 Order matters: config and logging first (so every later error is reported),
-then the listening sockets (before any fork, so workers inherit them), then
-the master loop; on the way out the on_exit hook and the sockets' cleanup.
+then the pidfile (a second start refuses before it touches anything), then
+the listening sockets (before any fork, so workers inherit them), the control
+socket, and the master loop; on the way out the on_exit hook, the sockets, the
+pidfile. With `daemonize`, the launcher does the checks that can fail early,
+and the daemon reports readiness (or its error) back through a pipe.
 """
 
 from __future__ import annotations
@@ -14,14 +17,28 @@ from collections.abc import Callable
 from typing import Any
 
 from . import config as configmod
+from . import control as controlmod
+from . import daemon as daemonmod
 from . import log as logsetup
+from . import pidfile as pidfilemod
 from . import sockets as socketmod
 from .hooks import Hooks
 from .master import Master
+from .privileges import Identity
 from .systemd import Notifier
 from .worker import Worker
 
 log = logging.getLogger("svcengine")
+
+EX_SOFTWARE = 1
+
+
+class StartError(Exception):
+    """A start-up failure with the exit status it should produce."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class Server:
@@ -38,11 +55,12 @@ class Server:
         self.worker_class = worker_class
         self.config = config
         self.hooks = hooks or Hooks()
-        self.config_path = config_path
+        self.config_path = os.path.abspath(config_path) if config_path else None
         self.overrides = overrides or {}
         self.master: Master | None = None
         self.listeners: list[socketmod.Listener] = []
-        self._extra_fds: list[int] = []
+        self.pidfile: pidfilemod.Pidfile | None = None
+        self.readiness = daemonmod.Readiness()
 
     @property
     def pid(self) -> int:
@@ -61,17 +79,69 @@ class Server:
         return self.master
 
     def master_fds(self) -> list[int]:
-        return list(self._extra_fds)
+        fds = [self.readiness.fd] if self.readiness.fd is not None else []
+        if self.pidfile is not None and self.pidfile.fd >= 0:
+            fds.append(self.pidfile.fd)
+        return fds
 
     def reload_config(self) -> configmod.Config:
         if self.config_path is None:
             return self.config
-        return configmod.load(self.config_path, self.overrides)
+        cfg = configmod.load(self.config_path, self.overrides)
+        return cfg.absolute() if self.config.daemonize else cfg
 
+    def announce_ready(self) -> None:
+        """Every initial worker is ready: release a waiting daemon launcher."""
+        self.readiness.ready()
+
+    # --- running ---------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped; return the exit status the process should end with."""
+        if self.config.daemonize:
+            return self._launch_daemon()
+        try:
+            return self._serve()
+        except StartError as exc:
+            print(f"svcengine: {exc}", file=sys.stderr)
+            return exc.code
+
+    def _launch_daemon(self) -> int:
+        cfg = self.config = self.config.absolute()
+        if cfg.pid_path and (pid := pidfilemod.is_locked(cfg.pid_path)):
+            print(
+                f"svcengine: already running: {cfg.pid_path} is locked by pid {pid}",
+                file=sys.stderr,
+            )
+            return pidfilemod.EX_RUNNING
+        try:
+            self._load_hooks()
+            self.listeners = socketmod.open_all(cfg.listen, cfg.source)
+        except configmod.ConfigError as exc:
+            print(f"svcengine: config error: {exc}", file=sys.stderr)
+            return configmod.EX_CONFIG
+        except OSError as exc:
+            print(f"svcengine: {exc}", file=sys.stderr)
+            return EX_SOFTWARE
+
+        def in_daemon(readiness: daemonmod.Readiness) -> int:
+            self.readiness = readiness
+            try:
+                code = self._serve(sockets_ready=True)
+            except StartError as exc:
+                readiness.failed(exc.code, str(exc))
+                return exc.code
+            if self.readiness.fd is not None:
+                why = self.master.failure if self.master and self.master.failure else None
+                readiness.failed(code or 1, why or f"the master exited with status {code}")
+            return code
+
+        umask = cfg.chumask if cfg.chumask is not None else 0o022
+        return daemonmod.launch(
+            in_daemon, preserve=[s.fileno() for s in self.listeners], umask=umask
+        )
+
+    def _load_hooks(self) -> None:
         cfg = self.config
-        logsetup.setup(cfg.log_level, cfg.log)
         for entry in reversed(cfg.python_path):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
@@ -82,20 +152,63 @@ class Server:
                 raise configmod.ConfigError(
                     f"cannot import hooks module: {exc}", "hooks", cfg.source
                 ) from exc
-        self.listeners = socketmod.open_all(cfg.listen, cfg.source)
+
+    def _serve(self, sockets_ready: bool = False) -> int:
+        cfg = self.config
+        if cfg.chumask is not None:
+            os.umask(cfg.chumask)
+        logsetup.setup(cfg.log_level, cfg.log)
+        try:
+            if cfg.pid_path:
+                self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
+                self.pidfile.acquire()
+            if not sockets_ready:
+                self._load_hooks()
+                self.listeners = socketmod.open_all(cfg.listen, cfg.source)
+            control = self._open_control()
+        except pidfilemod.AlreadyRunning as exc:
+            raise StartError(pidfilemod.EX_RUNNING, str(exc)) from None
+        except configmod.ConfigError as exc:
+            self._cleanup()
+            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
+        except (pidfilemod.PidfileError, OSError) as exc:
+            self._cleanup()
+            raise StartError(EX_SOFTWARE, str(exc)) from None
         for listener in self.listeners:
             log.info("listening on %s", listener.name)
         notifier = Notifier()
         self.master = Master(self, cfg, self.listeners, notifier, self.reload_config)
+        self.master.control = control
         try:
             code = self.master.run()
         finally:
             self.hooks.call("on_exit", self)
             notifier.close()
-            self._close_listeners()
+            self._cleanup()
         return code
 
-    def _close_listeners(self) -> None:
+    def _open_control(self) -> controlmod.ControlServer | None:
+        cfg = self.config
+        path = controlmod.socket_path(cfg.control_socket, cfg.pid_path, cfg.name)
+        if path is None:
+            return None
+        identity = Identity.resolve(cfg.chuser, cfg.chgroup)
+        allowed = {os.geteuid()} | ({identity.uid} if identity else set())
+        try:
+            server = controlmod.ControlServer(path, self._control_request, allowed)
+        except OSError as exc:
+            log.warning("no control socket at %s: %s", path, exc.strerror)
+            return None
+        if identity is not None and os.geteuid() == 0:
+            server.chown(identity.uid, identity.gid)
+            if cfg.log:
+                os.chown(cfg.log, identity.uid, identity.gid)  # so workers can reopen it
+        return server
+
+    def _control_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._require_master().control_request(req)
+
+    def _cleanup(self) -> None:
         for listener in self.listeners:
             if listener.name.startswith("unix:"):
                 try:
@@ -103,6 +216,10 @@ class Server:
                 except OSError:
                     pass
             listener.sock.close()
+        self.listeners = []
+        if self.pidfile is not None:
+            self.pidfile.release()
+            self.pidfile = None
 
 
 def create(

@@ -18,12 +18,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _linux, channel, child, proctitle, systemd
 from . import log as logsetup
 from .config import Config
+from .privileges import Identity
 from .worker import Worker
 
 log = logging.getLogger("svcengine.master")
@@ -59,7 +60,7 @@ class ForkContext:
     master_fds: Callable[[], list[int]]
     restore_signals: Callable[[], None]
     after_fork: Callable[[Any], None]
-    extra: dict[str, Any] = field(default_factory=dict)
+    identity: Identity | None = None
 
 
 def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int, int]:
@@ -112,6 +113,12 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
         except OSError:
             pass
     life_fd = ctx.life.child_side()
+    if ctx.identity is not None:
+        ctx.identity.apply()
+        if cfg.worker_pdeathsig:
+            _linux.set_pdeathsig(signal.SIGKILL)  # a uid/gid change cleared it
+        if os.getppid() != ctx.master_pid:
+            return 1
     if not cfg.notify_workers:
         systemd.scrub_environment()
     logsetup.set_label(f"worker[{worker_id}]")

@@ -1,0 +1,166 @@
+"""The control socket: `svcengine ctl status` and `dump` talk to the master here.
+
+AF_UNIX stream socket, mode 0600, in the service's runtime directory. Each
+connection sends one JSON line and gets one JSON line back. The peer's uid is
+read with SO_PEERCRED: only root and the service's own user are answered.
+Connections are non-blocking and served by the master's one loop, so a slow
+or silent client can never stall it (it is dropped after a few seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("svcengine.control")
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+MAX_REQUEST = 4096
+
+
+def runtime_dir(name: str) -> str | None:
+    """Where a service named `name` keeps its control socket."""
+    given = os.environ.get("RUNTIME_DIRECTORY")
+    if given:
+        return given.split(":")[0]
+    base = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        return None
+    return os.path.join(base, "svcengine", name or "default")
+
+
+def socket_path(control_socket: str | None, pid_path: str | None, name: str) -> str | None:
+    """The control socket's path: explicit, next to the pidfile, or in the runtime dir."""
+    if control_socket:
+        return control_socket
+    if pid_path:
+        root, ext = os.path.splitext(pid_path)
+        return (root if ext == ".pid" else pid_path) + ".ctl"
+    directory = runtime_dir(name)
+    return os.path.join(directory, "control.sock") if directory else None
+
+
+def peer_uid(conn: socket.socket) -> int:
+    data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(data)[1]
+
+
+class ControlServer:
+    def __init__(
+        self,
+        path: str,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+        allowed_uids: set[int],
+    ) -> None:
+        self.path = path
+        self.handler = handler
+        self.allowed = allowed_uids | {0}
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no window where others may connect
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.buffers: dict[socket.socket, bytearray] = {}
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def chown(self, uid: int, gid: int) -> None:
+        os.chown(self.path, uid, gid)
+
+    def accept(self) -> socket.socket | None:
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        uid = peer_uid(conn)
+        if uid not in self.allowed:
+            log.warning("control socket: refused a client with uid %d", uid)
+            self._reply(conn, {"ok": False, "error": f"uid {uid} is not allowed"})
+            conn.close()
+            return None
+        conn.setblocking(False)
+        self.buffers[conn] = bytearray()
+        return conn
+
+    def readable(self, conn: socket.socket) -> bool:
+        """Read from a client; answer a complete request. False once it is done
+        (the caller then unregisters and drop()s it)."""
+        buf = self.buffers.get(conn)
+        if buf is None:
+            return False
+        try:
+            data = conn.recv(MAX_REQUEST)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        buf += data
+        if b"\n" not in buf and data and len(buf) < MAX_REQUEST:
+            return True
+        line = bytes(buf).split(b"\n", 1)[0]
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+            response = self.handler(request)
+        except ValueError as exc:
+            response = {"ok": False, "error": f"bad request: {exc}"}
+        except Exception as exc:  # a bug must not take the master down
+            log.exception("control request %r failed", line[:200])
+            response = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        self._reply(conn, response)
+        return False
+
+    @staticmethod
+    def _reply(conn: socket.socket, response: dict[str, Any]) -> None:
+        try:
+            conn.send(json.dumps(response).encode() + b"\n")
+        except OSError:
+            pass  # the client left, or is not reading: nothing to do
+
+    def drop(self, conn: socket.socket) -> None:
+        self.buffers.pop(conn, None)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self.buffers):
+            self.drop(conn)
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Client side: one request, one response."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(payload).encode() + b"\n")
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            if data.endswith(b"\n"):
+                break
+    return json.loads(b"".join(chunks) or b"{}")
