@@ -34,13 +34,19 @@ class AlreadyRunning(PidfileError):
         super().__init__(f"already running: {path} is locked by {who}")
 
 
+def _parse(data: bytes) -> int | None:
+    text = data.strip()
+    return int(text) if text.isdigit() else None
+
+
 def read_pid(path: str) -> int | None:
+    """For other processes only: opening and closing the file drops our own
+    POSIX locks on it, so the holder reads through its own fd (pread)."""
     try:
         with open(path, "rb") as f:
-            text = f.read(64).strip()
+            return _parse(f.read(64))
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
 
 
 def _open_nofollow(path: str, flags: int) -> int:
@@ -114,7 +120,7 @@ class Pidfile:
             if same:
                 break
             os.close(fd)
-        stale = read_pid(self.path)
+        stale = _parse(os.pread(fd, 64, 0))
         if stale and stale != self.pid:
             log.warning("replacing stale pidfile %s (pid %d is not running it)", self.path, stale)
         self._write_locked(fd)
@@ -146,7 +152,11 @@ class Pidfile:
         """Remove the file if it still names us; drop the lock either way."""
         if self.fd < 0:
             return
-        if read_pid(self.path) == self.pid:
+        try:
+            ours = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            ours = False
+        if ours and _parse(os.pread(self.fd, 64, 0)) == self.pid:
             try:
                 os.unlink(self.path)
             except OSError as exc:

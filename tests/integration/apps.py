@@ -90,3 +90,20 @@ class StopHook(svcengine.Worker):
 
     def stop(self) -> None:
         os.write(self.w, b"x")
+
+
+class ReportsIdentity(svcengine.Worker):
+    """Logs its uid and armed PDEATHSIG once, then idles."""
+
+    def run(self) -> None:
+        from svcengine import _linux
+
+        self.logger.info(
+            "worker %d uid=%d gid=%d pdeathsig=%d",
+            self.worker_id,
+            os.getuid(),
+            os.getgid(),
+            _linux.get_pdeathsig(),
+        )
+        while not self.stopping:
+            self.wait(3600)
