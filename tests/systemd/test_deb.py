@@ -1,0 +1,345 @@
+"""The Debian package under a real systemd 252 (Debian 12): build the .deb with
+packaging/build-deb.sh, `dpkg -i` it into a box, run a pool through the packaged template unit,
+reload, stop, and `dpkg --purge`; then prove nothing is left behind.
+
+Its own box (BOX_NAME=svcengine-deb, or $SVCENGINE_DEB_BOX), not the `box` fixture's: that one
+has the wheel pip-installed in /usr/local and the units copied to /etc/systemd/system, which
+would shadow the package's. The box is offline; Debian's python3-daemon, python3-sdnotify,
+python3-setproctitle and procps are in its rootfs.
+
+Run: sudo python -m pytest -m systemd tests/systemd/test_deb.py
+  SVCENGINE_DEB=path/to/svcengine_X_all.deb   test that package instead of building one
+  SVCENGINE_BOX_KEEP=1                        leave the box running afterwards
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from boxlib import BOX_SH, REPO, TEST_LIB, Box, BoxError, ours, skip_reason, wait_until
+
+pytestmark = pytest.mark.systemd
+
+BOX_NAME = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
+BUILD = REPO / "packaging" / "build-deb.sh"
+PROBE = Path(__file__).resolve().parent / "inbox" / "boxprobe.py"
+APP = "svcengine@app.service"
+APP_DIR = "/opt/svcengine-app"  # where the administrator drops the worker module
+READY = "2/2 workers ready"
+TEMPLATES = ("svcengine@.service", "svcengine@.socket", "svcengine-forking@.service")
+UNIT_DIR = "/lib/systemd/system"  # Debian 12's debhelper installs units here
+APP_MODULE = '''\
+"""An application's worker, as an administrator would drop it next to the packaged engine."""
+
+import os
+
+import svcengine
+
+
+class App(svcengine.Worker):
+    def run(self):
+        self.logger.info("debapp worker %d pid %d running", self.worker_id, os.getpid())
+        while not self.stopping:
+            self.wait(5)
+        self.logger.info("debapp worker %d pid %d stopped", self.worker_id, os.getpid())
+'''
+APP_TOML = f'workers = 2\nworker = "debapp:App"\npython_path = ["{APP_DIR}"]\n'
+# Everything an administrator may have added that the tests create: removed between tests.
+ADMIN_FILES = f"/etc/svcengine {APP_DIR} /run/svcengine"
+# The paths where a package's leftovers would show; searched for *svcengine* after a purge.
+SEARCH = "/etc /lib /usr /run /var/lib /var/cache /var/log /srv /opt /tmp /root"
+
+
+def box_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BOX_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "BOX_NAME": BOX_NAME},
+    )
+
+
+class DebBox(Box):
+    """boxlib's Box, driving the box named BOX_NAME."""
+
+    def run(
+        self, *argv: str, check: bool = True, input: bytes | str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(BOX_SH), "exec", *argv],
+            input=input.encode() if isinstance(input, str) else input,
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "BOX_NAME": BOX_NAME},
+        )
+        if check and proc.returncode != 0:
+            raise BoxError(
+                f"in box {BOX_NAME}: {' '.join(argv)} -> exit {proc.returncode}\n"
+                f"stdout: {proc.stdout.decode(errors='replace')}\n"
+                f"stderr: {proc.stderr.decode(errors='replace')}"
+            )
+        return proc
+
+    def lines(self, script: str) -> list[str]:
+        return sorted(line for line in self.sh(script).splitlines() if line)
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory) -> Path:
+    """The package: $SVCENGINE_DEB, or built once per session with packaging/build-deb.sh from
+    this checkout's working tree (on CI, a clean clone: the same as building HEAD)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    given = os.environ.get("SVCENGINE_DEB")
+    if given:
+        return Path(given).resolve(strict=True)
+    dist = tmp_path_factory.mktemp("dist")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(BUILD), "--worktree"],
+        capture_output=True,
+        text=True,
+        timeout=1800,  # a fresh machine installs the build dependencies first
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "DIST": str(dist)},
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"{BUILD} failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    (path,) = dist.glob("svcengine_*_all.deb")
+    print(f"\nbuilt {path.name} in {time.monotonic() - t0:.1f} s:\n{proc.stderr}", file=sys.stderr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def debbox() -> Iterator[DebBox]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    up = box_sh("up", timeout=900)
+    if up.returncode != 0:
+        box_sh("down", timeout=120)
+        pytest.fail(f"box.sh up ({BOX_NAME}) failed (exit {up.returncode}):\n{up.stderr}")
+    b = DebBox()
+    try:
+        b.write(f"{TEST_LIB}/boxprobe.py", PROBE.read_text())
+        forget(b)  # the rootfs persists between sessions: forget what an aborted one left
+        assert b.run("python3", "-c", "import svcengine", check=False).returncode != 0, (
+            "svcengine is importable in the box before the package is installed"
+        )
+        yield b
+    finally:
+        if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
+            down = box_sh("down", timeout=120)
+            assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
+            assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
+
+
+def forget(b: DebBox) -> None:
+    """Purge the package and remove what the tests add, whatever state it is in."""
+    b.run("dpkg", "--purge", "svcengine", check=False, timeout=180)
+    b.sh(
+        f"rm -rf {ADMIN_FILES} /tmp/svcengine_*.deb; "
+        "find /etc/systemd/system -name 'svcengine*' -exec rm -rf {} +; "
+        "systemctl daemon-reload; systemctl reset-failed 'svcengine*' || true"
+    )
+
+
+@pytest.fixture
+def installed(debbox: DebBox, deb: Path) -> Iterator[dict]:
+    """The package installed in the box (dpkg -i, offline); afterwards purge it and remove what
+    the test added, and prove that no svcengine process is left."""
+    state = {
+        "version": subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
+        "accounts": accounts(debbox),
+    }
+    debbox.write(f"/tmp/{deb.name}", deb.read_bytes())
+    out = debbox.run("dpkg", "-i", f"/tmp/{deb.name}", timeout=180)
+    state["dpkg_output"] = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+    debbox.run("rm", "-f", f"/tmp/{deb.name}")
+    try:
+        yield state
+    finally:
+        forget(debbox)
+        left = []
+
+        def none_left() -> bool:
+            left[:] = [p for p in debbox.procs() if ours(p)]
+            return not left
+
+        try:
+            wait_until("free of svcengine processes", none_left, timeout=60)
+        except AssertionError:
+            raise AssertionError(f"svcengine processes left in the box: {left}") from None
+
+
+def accounts(b: DebBox) -> list[str]:
+    return b.lines("cut -d: -f1 /etc/passwd /etc/group")
+
+
+def key(p: dict) -> tuple[int, int]:
+    """A process identity that survives pid reuse."""
+    return (p["pid"], p["starttime"])
+
+
+def pool(b: DebBox, main_pid: int) -> list[dict]:
+    return sorted((p for p in b.procs() if p["ppid"] == main_pid), key=lambda p: p["pid"])
+
+
+def drop_app(b: DebBox) -> None:
+    """What the administrator does: an app module and /etc/svcengine/app.toml."""
+    b.write(f"{APP_DIR}/debapp.py", APP_MODULE)
+    b.write("/etc/svcengine/app.toml", APP_TOML)
+
+
+def start_app(b: DebBox) -> tuple[dict[str, str], list[dict]]:
+    cursor = b.cursor()
+    b.systemctl("start", "--no-block", APP)
+    props = b.wait_running(APP, READY, cursor=cursor, timeout=60)
+    workers = pool(b, int(props["MainPID"]))
+    assert len(workers) == 2, workers
+    for w in workers:
+        b.wait_journal(APP, rf"debapp worker \d pid {w['pid']} running", cursor)
+    return props, workers
+
+
+def package_files(b: DebBox) -> list[str]:
+    """The package's files and links (not directories), as dpkg knows them."""
+    return b.lines('dpkg -L svcengine | while read -r f; do [ -d "$f" ] || echo "$f"; done')
+
+
+def assert_purged(b: DebBox, files: list[str], accounts_before: list[str]) -> None:
+    """Nothing of the package is left: no files, units, links, processes, accounts. What purge
+    deliberately keeps is what the administrator wrote: /etc/svcengine/app.toml, the app."""
+    status = b.run("dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "svcengine", check=False)
+    assert status.returncode != 0 or not status.stdout.strip(), f"still known: {status.stdout}"
+    still = b.lines(" ".join(f"[ ! -e '{f}' ] || echo '{f}';" for f in files))
+    assert still == [], f"files of the package left behind: {still}"
+    for unit in ("svcengine@app.service", "svcengine@web.socket", "svcengine-forking@x.service"):
+        props = b.systemctl("show", "-p", "LoadState,ActiveState", unit)
+        assert "LoadState=not-found" in props and "ActiveState=inactive" in props, (unit, props)
+    assert b.systemctl("list-units", "--all", "--plain", "--no-legend", "svcengine*").strip() == ""
+    found = b.lines(f"find {SEARCH} -xdev -name '*svcengine*' 2>/dev/null || true")
+    # (app.toml and debapp.py are found by the two checks below)
+    assert found == ["/etc/svcengine", APP_DIR], f"expected the administrator's only: {found}"
+    assert b.lines("ls -A /etc/svcengine") == ["app.toml"]
+    assert "debapp.py" in b.lines(f"ls -A {APP_DIR}")  # with the __pycache__ the service wrote
+    assert not [p for p in b.procs() if ours(p)], "svcengine processes outlived the package"
+    assert accounts(b) == accounts_before, "the package must not leave accounts behind"
+
+
+def test_install_start_reload_stop_purge(debbox: DebBox, installed: dict):
+    b = debbox
+    version = installed["version"]
+    assert b.out("dpkg-query", "-W", "-f", "${db:Status-Abbrev}${Version}", "svcengine") == (
+        f"ii {version}"
+    )
+
+    # --- what the package installed ------------------------------------------------------------
+    assert b.out("svcengine", "--version").strip() == f"svcengine {version}"
+    assert b.out("readlink", "-f", "/usr/bin/svcengine").strip() == "/usr/bin/svcengine"
+    module = b.out("python3", "-c", "import svcengine; print(svcengine.__file__)").strip()
+    assert module == "/usr/lib/python3/dist-packages/svcengine/__init__.py", module
+    for unit in TEMPLATES:
+        b.run("test", "-f", f"{UNIT_DIR}/{unit}")
+    fragment = b.systemctl("show", "-p", "FragmentPath", APP).strip()
+    assert fragment == f"FragmentPath={UNIT_DIR}/svcengine@.service", fragment
+    conffiles = b.out("dpkg-query", "-W", "-f", "${Conffiles}", "svcengine")
+    assert "/etc/svcengine/example.toml" in conffiles, conffiles
+    for path in ("/usr/share/man/man1/svcengine.1.gz", "/usr/share/doc/svcengine/copyright"):
+        b.run("test", "-f", path)
+    # the example config is valid as shipped (every key commented out: one demo worker)
+    b.run("python3", "-c", "import svcengine.config as c; c.load('/etc/svcengine/example.toml')")
+
+    # a template: nothing enabled or started by the installation, no account made
+    assert b.systemctl("list-units", "--all", "--plain", "--no-legend", "svcengine*").strip() == ""
+    assert b.lines("find /etc/systemd/system -name 'svcengine*'") == []
+    assert not [p for p in b.procs() if ours(p)]
+    assert accounts(b) == installed["accounts"]
+
+    # --- start: the administrator's app, through the packaged unit -------------------------------
+    drop_app(b)
+    props, workers = start_app(b)
+    main = int(props["MainPID"])
+    assert props["NRestarts"] == "0"
+
+    # --- reload: same master, two new workers, the old ones stopped gracefully ------------------
+    cursor = b.cursor()
+    b.systemctl("reload", APP)  # on systemd 252 this returns once `kill -HUP` has exited
+
+    def reloaded():
+        p = b.show(APP)
+        if (p["ActiveState"], p["SubState"]) != ("active", "running") or READY not in p[
+            "StatusText"
+        ]:
+            return None
+        now = pool(b, main)
+        if len(now) == 2 and not {key(w) for w in now} & {key(w) for w in workers}:
+            return p, now
+        return None
+
+    props, new = wait_until("reloaded with 2 new workers", reloaded, timeout=60)
+    assert int(props["MainPID"]) == main, "a reload must not replace the master"
+    for w in workers:
+        b.wait_journal(APP, rf"debapp worker \d pid {w['pid']} stopped", cursor, timeout=45)
+    for w in new:
+        b.wait_journal(APP, rf"debapp worker \d pid {w['pid']} running", cursor)
+
+    # --- stop: graceful and complete ------------------------------------------------------------
+    cursor = b.cursor()
+    b.systemctl("stop", APP, timeout=90)  # returns once the unit is down
+    props = b.show(APP)
+    assert (props["ActiveState"], props["Result"]) == ("inactive", "success"), props
+    for w in new:
+        b.wait_journal(APP, rf"debapp worker \d pid {w['pid']} stopped", cursor)
+    assert not [p for p in b.procs() if ours(p)], "svcengine processes outlived the stop"
+
+    # --- purge ------------------------------------------------------------------------------------
+    files = package_files(b)
+    assert f"{UNIT_DIR}/svcengine@.service" in files and "/usr/bin/svcengine" in files
+    out = b.run("dpkg", "--purge", "svcengine", timeout=180)
+    text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+    # dpkg says so itself: /etc/svcengine holds the administrator's app.toml
+    assert re.search(r"directory '/etc/svcengine' not empty so not removed", text), text
+    assert_purged(b, files, installed["accounts"])
+
+
+def test_purge_while_running_stops_and_disables_instances(debbox: DebBox, installed: dict):
+    """An instance enabled and running, a socket enabled and listening: `dpkg --purge` stops
+    them (prerm), removes the enablement links that now dangle (postrm), leaves nothing running."""
+    b = debbox
+    drop_app(b)
+    b.write("/etc/svcengine/web.toml", "workers = 1\n")
+    b.systemctl("enable", APP, "svcengine@web.socket")
+    links = b.lines("find /etc/systemd/system -name 'svcengine*'")
+    assert links == [
+        "/etc/systemd/system/multi-user.target.wants/svcengine@app.service",
+        "/etc/systemd/system/sockets.target.wants/svcengine@web.socket",
+    ], links
+    b.systemctl("start", "svcengine@web.socket")
+    b.run("test", "-S", "/run/svcengine/web.sock")
+    props, workers = start_app(b)
+
+    files = package_files(b)
+    b.run("rm", "/etc/svcengine/web.toml")
+    b.run("dpkg", "--purge", "svcengine", timeout=180)
+
+    for unit in (APP, "svcengine@web.socket"):
+        assert b.show(unit)["ActiveState"] == "inactive", unit
+    master = [p for p in b.procs() if p["pid"] == int(props["MainPID"])]
+    assert not master and not [p for p in b.procs() if ours(p)], "purge left the pool running"
+    assert b.lines("find /etc/systemd/system -name 'svcengine*'") == []
+    left = b.sh("find /run/svcengine 2>/dev/null || true")
+    assert not left, f"/run/svcengine left behind: {left}"
+    assert_purged(b, files, installed["accounts"])
