@@ -75,6 +75,8 @@ class Config:
     worker_restart_backoff_min: float = 0.1
     worker_restart_backoff_max: float = 30.0
     notify_workers: bool = False
+    upgrade_timeout: float = 60.0
+    upgrade_command: list[str] | None = None
 
     # where this config came from; not a key
     source: str | None = field(default=None, compare=False)
@@ -100,6 +102,7 @@ class Config:
             "worker_min_uptime",
             "worker_restart_backoff_min",
             "worker_restart_backoff_max",
+            "upgrade_timeout",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError("must be >= 0", key, src)

@@ -74,6 +74,7 @@ class ControlServer:
             self.sock.bind(path)
         finally:
             os.umask(old)
+        self.inode = os.stat(path).st_ino
         self.sock.listen(16)
         self.sock.setblocking(False)
         self.buffers: dict[socket.socket, bytearray] = {}
@@ -144,7 +145,8 @@ class ControlServer:
             self.drop(conn)
         self.sock.close()
         try:
-            os.unlink(self.path)
+            if os.lstat(self.path).st_ino == self.inode:  # not a successor's socket
+                os.unlink(self.path)
         except OSError:
             pass
 

@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     for name in SIGNALLED:
         sub.add_parser(name)
     sub.add_parser("dump", help="every worker's Python stacks to the log")
+    sub.add_parser("upgrade", help="USR2: re-exec with zero downtime; exit 1 on rollback")
     sc = sub.add_parser("scale", help="N, +N or -N workers")
     sc.add_argument("n")
     return p
@@ -125,6 +126,28 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join([head, *lines])
 
 
+def _upgrade(args: argparse.Namespace, old: int) -> int:
+    """Send USR2 and wait for the outcome: the old master gone (done) or a rollback."""
+    os.kill(old, signal.SIGUSR2)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if _wait_gone(old, 0.1):
+            try:
+                new = _master_pid(args)
+            except OSError as exc:
+                return _fail(f"the old master {old} exited, but no new one answers: {exc}", 1)
+            print(f"upgrade: master {old} replaced by {new}")
+            return 0
+        try:
+            st = _ask(args, {"cmd": "status"})
+        except (OSError, ValueError):
+            continue  # the socket is changing hands
+        up = st.get("upgrade") or {}
+        if st.get("pid") == old and up.get("state") == "failed":
+            return _fail(f"upgrade rolled back: {up.get('reason')}; master {old} serves on", 1)
+    return _fail(f"no outcome within {args.timeout:.0f}s", 1)
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
@@ -148,6 +171,8 @@ def main(argv: list[str]) -> int:
             )
             return 0
         pid = _master_pid(args)
+        if args.command == "upgrade":
+            return _upgrade(args, pid)
         os.kill(pid, SIGNALLED[args.command])
         if args.command in ("stop", "quit"):
             t0 = time.monotonic()

@@ -20,6 +20,7 @@ NAMES = (
     "after_worker_exit",  # master: (server, worker, status) after each reap
     "when_ready",  # master: (server) once every initial worker is ready
     "on_reload",  # master: (server) on HUP, after the new config was read
+    "before_exec",  # master: (server) before forking the new master of an upgrade
     "on_exit",  # master: (server) just before the master exits
 )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import _linux, channel, config, proctitle, spawn, timers
 from . import log as logsetup
+from . import upgrade as upgrademod
 from .control import ControlServer
 from .pool import Backoff, Pool, State, Worker, describe_status
 from .privileges import Identity
@@ -90,6 +91,7 @@ class Master:
         self.failure: str | None = None  # why the master gave up, for the daemon launcher
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
+        self.upgrade: upgrademod.Upgrade | None = None
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -103,8 +105,7 @@ class Master:
             self.timers.every(interval, self._watchdog)
         if self.cfg.worker_heartbeat_timeout:
             self.timers.every(self.cfg.worker_heartbeat_interval, self._check_heartbeats)
-        if self.control is not None:
-            self.selector.register(self.control.fileno(), selectors.EVENT_READ, self._on_control)
+        self.attach_control(self.control)
         log.info(
             "master started (pid %d): %d %s worker(s) of %s",
             self.pid,
@@ -307,10 +308,12 @@ class Master:
                 "ready: %s (%.0f ms after start)", status, (timers.now() - self._started_at) * 1000
             )
             self.server.hooks.call("when_ready", self.server)
-            self.server.announce_ready()
+            self.server.take_over()
         else:
             log.info("reload complete: %s", status)
         self.notify.ready(status=status, mainpid=self.pid)
+        if first:
+            self.server.announce_ready()
 
     def _reap(self) -> None:
         while True:
@@ -323,6 +326,9 @@ class Master:
             self._on_exit(pid, status)
 
     def _on_exit(self, pid: int, status: int) -> None:
+        if self.upgrade is not None and pid == self.upgrade.pid:
+            self._upgrade_child_exited(status)
+            return
         was_stopping = (w0 := self.pool.by_pid.get(pid)) is not None and (
             w0.state is State.STOPPING or w0.retiring
         )
@@ -409,9 +415,7 @@ class Master:
         elif command is Command.DUMP:
             self.dump()
         elif command is Command.UPGRADE:
-            log.warning(
-                "%s: upgrade is not available in this version", sig.name if sig else "upgrade"
-            )
+            self.begin_upgrade()
 
     # --- commands --------------------------------------------------------------------
     def begin_stop(self, quick: bool) -> None:
@@ -422,6 +426,13 @@ class Master:
                     self._kill(w.pid, signum)
                 self._arm_stopper()
             return
+        if self.upgrade is not None and self.upgrade.state is upgrademod.State.RUNNING:
+            # the new master's go-ahead (or an operator's stop while upgrading): hand over
+            log.info("upgrade: handing over to the new master (pid %d)", self.upgrade.pid)
+            self.upgrade.state = upgrademod.State.HANDED_OVER
+            if self.upgrade.timer is not None:
+                self.upgrade.timer.cancel()
+            self.server.handed_over()
         log.info(
             "%s stop: stopping %d worker(s)",
             "quick" if quick else "graceful",
@@ -465,6 +476,57 @@ class Master:
         if self.phase is Phase.STOPPING and not self.pool.by_pid and self.exit_code is None:
             log.info("all workers stopped; master exits %d", self._final_code)
             self.exit_code = self._final_code
+
+    # --- upgrade (USR2) ---------------------------------------------------------------
+    def begin_upgrade(self) -> None:
+        if self.phase is Phase.STOPPING:
+            return
+        if self.upgrade is not None and self.upgrade.state is upgrademod.State.RUNNING:
+            log.warning("USR2: an upgrade (new master pid %d) is already running", self.upgrade.pid)
+            return
+        if self.server.upgrading_from is not None:
+            log.warning("USR2 ignored: this master has not yet taken over from its predecessor")
+            return
+        self.server.hooks.call("before_exec", self.server)
+        self.server.pidfile_to_oldbin()
+        argv = upgrademod.command_line(self.cfg.upgrade_command)
+        try:
+            pid = upgrademod.spawn_new_master(argv, self.sockets, self.pid, self.server.start_cwd)
+        except OSError as exc:
+            self.server.pidfile_from_oldbin()
+            self._upgrade_failed(f"cannot fork: {exc}")
+            return
+        self.upgrade = upgrademod.Upgrade(pid, timers.now())
+        self.upgrade.timer = self.timers.after(self.cfg.upgrade_timeout, self._upgrade_timeout)
+        log.info("upgrade: started a new master (pid %d): %s", pid, " ".join(argv))
+        self.notify.status(f"{self.status_text()}; upgrading to pid {pid}")
+
+    def _upgrade_timeout(self) -> None:
+        if self.upgrade is None or self.upgrade.state is not upgrademod.State.RUNNING:
+            return
+        self.upgrade.reason = f"not ready within {self.cfg.upgrade_timeout:g}s"
+        log.error(
+            "upgrade: new master (pid %d) %s; killing it", self.upgrade.pid, self.upgrade.reason
+        )
+        self._kill(self.upgrade.pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
+
+    def _upgrade_child_exited(self, status: int) -> None:
+        assert self.upgrade is not None
+        up = self.upgrade
+        if up.state is not upgrademod.State.RUNNING:
+            log.info("former new master (pid %d) %s", up.pid, describe_status(status))
+            return
+        if up.timer is not None:
+            up.timer.cancel()
+        self.server.pidfile_from_oldbin()
+        self._upgrade_failed(up.reason or f"new master (pid {up.pid}) {describe_status(status)}")
+
+    def _upgrade_failed(self, reason: str) -> None:
+        if self.upgrade is not None:
+            self.upgrade.state = upgrademod.State.FAILED
+            self.upgrade.reason = reason
+        log.error("upgrade failed: %s; this master serves on", reason)
+        self.notify.status(f"upgrade failed: {reason}; serving on")
 
     def reload(self) -> None:
         try:
@@ -566,13 +628,14 @@ class Master:
         if self.phase is Phase.PAUSED:
             return True, "workers stopped on request"
         now = timers.now()
+        backoff = self.pool.backoff
         for slot in self.pool.slots.values():
             if slot.worker_id >= self.pool.target or slot.retired_code is not None:
                 continue
-            if (
-                slot.current is None
-                and self.pool.backoff.delay(slot.fast_failures) >= self.pool.backoff.maximum
-            ):
+            w = slot.current
+            if w is not None and w.ready_at is not None and now - w.ready_at >= backoff.min_uptime:
+                continue  # up and stable, whatever its history
+            if backoff.delay(slot.fast_failures) >= backoff.maximum:
                 return False, f"worker {slot.worker_id} keeps crashing ({slot.last_exit})"
         timeout = self.cfg.worker_heartbeat_timeout
         if timeout:
@@ -604,6 +667,11 @@ class Master:
             self.notify.status(self.status_text())
 
     # --- the control socket ---------------------------------------------------------
+    def attach_control(self, control: ControlServer | None) -> None:
+        self.control = control
+        if control is not None:
+            self.selector.register(control.fileno(), selectors.EVENT_READ, self._on_control)
+
     def _on_control(self, fd: int) -> None:
         assert self.control is not None
         conn = self.control.accept()
@@ -687,6 +755,7 @@ class Master:
             "restarts": self.pool.total_restarts,
             "uptime": round(now - self._started_at, 3),
             "workers": workers,
+            "upgrade": self.upgrade.as_dict() if self.upgrade else None,
         }
 
     # --- periodic work for users --------------------------------------------------------

@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("svcengine.pidfile")
 
@@ -101,7 +101,6 @@ class Pidfile:
     path: str
     pid: int = 0
     fd: int = -1
-    _held: list[int] = field(default_factory=list)
 
     def acquire(self, pid: int | None = None) -> None:
         """Lock and write the pidfile for `pid`, or raise AlreadyRunning."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +23,11 @@ from . import daemon as daemonmod
 from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
+from . import upgrade as upgrademod
 from .hooks import Hooks
 from .master import Master
 from .privileges import Identity
+from .signals import Command
 from .systemd import Notifier
 from .worker import Worker
 
@@ -61,6 +64,11 @@ class Server:
         self.listeners: list[socketmod.Listener] = []
         self.pidfile: pidfilemod.Pidfile | None = None
         self.readiness = daemonmod.Readiness()
+        self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
+        self.upgrading_from = upgrademod.upgraded_from()  # old master's pid, until take-over
+        self._handed_over = False
+        if self.upgrading_from is not None:
+            self.config = self.config.replace(daemonize=False)  # already detached
 
     @property
     def pid(self) -> int:
@@ -90,9 +98,58 @@ class Server:
         cfg = configmod.load(self.config_path, self.overrides)
         return cfg.absolute() if self.config.daemonize else cfg
 
+    def take_over(self) -> None:
+        """First READY of a new master from an upgrade: claim the pidfile and control socket."""
+        if self.upgrading_from is None:
+            return
+        cfg = self.config
+        if cfg.pid_path:
+            self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
+            try:
+                self.pidfile.acquire()
+            except pidfilemod.PidfileError as exc:
+                log.error("upgrade: cannot take the pidfile: %s", exc)
+                self.pidfile = None
+        for listener in self.listeners:
+            if listener.name.startswith("unix:") and listener.inode is None:
+                try:
+                    listener.inode = os.stat(listener.name[5:]).st_ino
+                except OSError:
+                    pass
+        assert self.master is not None
+        self.master.attach_control(self._open_control())
+
     def announce_ready(self) -> None:
-        """Every initial worker is ready: release a waiting daemon launcher."""
+        """READY has been sent: release a daemon launcher, or the master we replace."""
         self.readiness.ready()
+        old = self.upgrading_from
+        if old is None:
+            return
+        self.upgrading_from = None
+        assert self.master is not None
+        self.master.notify.barrier()  # systemd has seen MAINPID= before the old master goes
+        graceful = next(
+            (s for s, c in self.master.commands.items() if c is Command.GRACEFUL_STOP),
+            signal.SIGTERM,
+        )
+        log.info("upgrade: took over from pid %d; sending it %s", old, graceful.name)
+        try:
+            os.kill(old, graceful)
+        except ProcessLookupError:
+            log.warning("upgrade: the old master (pid %d) is already gone", old)
+
+    def handed_over(self) -> None:
+        """An old master after a successful upgrade: its sockets are the new one's now
+        (its pidfile, renamed to .oldbin, is still its own to remove)."""
+        self._handed_over = True
+
+    def pidfile_to_oldbin(self) -> None:
+        if self.pidfile is not None:
+            self.pidfile.rename(self.pidfile.path + ".oldbin")
+
+    def pidfile_from_oldbin(self) -> None:
+        if self.pidfile is not None and self.pidfile.path.endswith(".oldbin"):
+            self.pidfile.rename(self.pidfile.path[: -len(".oldbin")])
 
     # --- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -158,14 +215,15 @@ class Server:
         if cfg.chumask is not None:
             os.umask(cfg.chumask)
         logsetup.setup(cfg.log_level, cfg.log)
+        upgrading = self.upgrading_from is not None
         try:
-            if cfg.pid_path:
+            if cfg.pid_path and not upgrading:
                 self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
                 self.pidfile.acquire()
             if not sockets_ready:
                 self._load_hooks()
                 self.listeners = socketmod.open_all(cfg.listen, cfg.source)
-            control = self._open_control()
+            control = None if upgrading else self._open_control()
         except pidfilemod.AlreadyRunning as exc:
             raise StartError(pidfilemod.EX_RUNNING, str(exc)) from None
         except configmod.ConfigError as exc:
@@ -210,11 +268,8 @@ class Server:
 
     def _cleanup(self) -> None:
         for listener in self.listeners:
-            if listener.name.startswith("unix:"):
-                try:
-                    os.unlink(listener.name[5:])
-                except OSError:
-                    pass
+            if listener.name.startswith("unix:") and not self._handed_over:
+                socketmod.unlink_if_ours(listener.name[5:], listener.inode)
             listener.sock.close()
         self.listeners = []
         if self.pidfile is not None:

@@ -7,6 +7,7 @@ worker restart or a reload never closes them and no connection is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -21,6 +22,7 @@ SD_LISTEN_FDS_START = 3
 class Listener:
     name: str
     sock: socket.socket
+    inode: int | None = None  # of a unix socket file we bound: unlink only that one
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -59,7 +61,19 @@ def bind(addr: str, backlog: int = 1024) -> Listener:
     except BaseException:
         sock.close()
         raise
-    return Listener(addr, sock)
+    inode = os.stat(str(address)).st_ino if family == socket.AF_UNIX else None
+    return Listener(addr, sock, inode)
+
+
+def unlink_if_ours(path: str, inode: int | None) -> None:
+    """Remove a unix socket file only if it is still the one we bound."""
+    if inode is None:
+        return
+    try:
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def from_systemd(environ: dict[str, str] | None = None) -> list[Listener] | None:
@@ -75,7 +89,13 @@ def from_systemd(environ: dict[str, str] | None = None) -> list[Listener] | None
     except ValueError:
         return None
     names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+    addrs = env.get("SVCENGINE_LISTEN_ADDRS")  # set by an upgrading master
+    if addrs:
+        try:
+            names = [str(a) for a in json.loads(addrs)]
+        except ValueError:
+            pass
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "SVCENGINE_LISTEN_ADDRS"):
         env.pop(key, None)
     out = []
     for i in range(count):

@@ -9,8 +9,10 @@ no-op, so the master calls it unconditionally.
 
 from __future__ import annotations
 
+import array
 import logging
 import os
+import select
 import socket
 import time
 
@@ -91,6 +93,29 @@ class Notifier:
 
     def extend_timeout(self, seconds: float) -> None:
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+    def barrier(self, timeout: float = 5.0) -> bool:
+        """sd_notify_barrier(): return once systemd has processed what we sent so far."""
+        sock = self._socket()
+        if sock is None:
+            return True
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            fds = array.array("i", [w])
+            sock.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            os.close(w)
+            w = -1
+            readable, _, _ = select.select([r], [], [], timeout)
+            if not readable:
+                log.warning("sd_notify barrier: no answer within %.0fs", timeout)
+            return bool(readable)
+        except OSError as exc:
+            log.error("sd_notify barrier failed: %s", exc)
+            return False
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
 
     def close(self) -> None:
         if self._sock is not None:

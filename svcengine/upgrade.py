@@ -1,0 +1,109 @@
+"""Zero-downtime upgrade (USR2): fork + exec a new master that inherits the sockets.
+
+The listening sockets travel by the systemd socket-activation protocol
+(LISTEN_FDS, LISTEN_PID = the new process, LISTEN_FDNAMES), so the new master
+adopts them exactly as it would adopt sockets from systemd, and the kernel's
+accept queue is never closed: no connection is refused during the handoff.
+The new master is a plain fork of the old one's main thread with everything
+reset before exec: no PDEATHSIG (fork clears it), no life pipe (CLOEXEC), no
+blocked or ignored signals. It must outlive its parent.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+
+from .sockets import Listener
+
+log = logging.getLogger("svcengine.upgrade")
+
+UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
+LISTEN_ADDRS = "SVCENGINE_LISTEN_ADDRS"  # the sockets' own names (may contain ':')
+
+
+class State(enum.Enum):
+    RUNNING = "in progress"
+    HANDED_OVER = "handed over"
+    FAILED = "failed"
+
+
+@dataclass
+class Upgrade:
+    """The old master's view of one upgrade attempt."""
+
+    pid: int
+    started_at: float
+    state: State = State.RUNNING
+    reason: str = ""
+    timer: object | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"pid": self.pid, "state": self.state.value, "reason": self.reason}
+
+
+def command_line(configured: list[str] | None) -> list[str]:
+    """What the new master runs: the configured command, or ours again."""
+    if configured:
+        return list(configured)
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def spawn_new_master(argv: list[str], listeners: list[Listener], old_pid: int, cwd: str) -> int:
+    """Fork; the child execs argv with the sockets at fds 3.. (socket activation)."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()))
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return pid
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in signal.valid_signals():
+            if signum not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(signum, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        # park the sockets above any fd we will overwrite, then lay them out at 3..
+        start = 3 + len(listeners) + 64
+        parked = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, start) for s in listeners]
+        for i, fd in enumerate(parked):
+            os.dup2(fd, 3 + i, inheritable=True)
+        env = dict(os.environ)
+        env.update(
+            LISTEN_FDS=str(len(listeners)),
+            LISTEN_PID=str(os.getpid()),
+            LISTEN_FDNAMES=":".join(f"svc{i}" for i in range(len(listeners))),
+            **{LISTEN_ADDRS: json.dumps([s.name for s in listeners]), UPGRADE_FROM: str(old_pid)},
+        )
+        if "WATCHDOG_USEC" in env:
+            env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog follows the new main pid
+        if not listeners:
+            for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+                env.pop(key)
+        os.chdir(cwd)
+        os.execve(argv[0], argv, env)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(127)
+    return -1  # not reached
+
+
+def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
+    """In a new master: the old master's pid (and forget it, for our own children)."""
+    env = os.environ if environ is None else environ
+    value = env.pop(UPGRADE_FROM, None)
+    return int(value) if value and value.isdigit() else None
