@@ -40,6 +40,8 @@ VENV = REPO / ".venv"
 VPY = VENV / "bin" / "python"
 MS = 1e6  # ns per ms
 PR_SET_CHILD_SUBREAPER = 36
+GUNICORN_ARGS = ""  # --gunicorn-args
+SVC_SRC: Path | None = None  # --svcengine-rev: a git-archive snapshot put first on PYTHONPATH
 
 
 def log(msg: str) -> None:
@@ -275,7 +277,7 @@ class Svcengine(Peer):
             "--log",
             str(inst.dir / "svcengine.log"),
         ]
-        return argv, {}
+        return argv, ({"PYTHONPATH": str(SVC_SRC)} if SVC_SRC else {})
 
 
 class Gunicorn(Peer):
@@ -285,6 +287,7 @@ class Gunicorn(Peer):
     def argv_env(self, inst: Instance) -> tuple[list[str], dict[str, str]]:
         argv = [
             str(VENV / "bin" / "gunicorn"),
+            *shlex.split(GUNICORN_ARGS),
             "--config",
             str(APPS / "gunicorn_conf.py"),
             "--workers",
@@ -388,6 +391,25 @@ class Instance:
             return self.t_popen_ns
         return p.exec_ns
 
+    def wait_note(self, line: str, timeout: float) -> int | None:
+        """Receive time of the first sd_notify datagram holding ``line``."""
+
+        def first() -> int | None:
+            for t, txt in self.notify_box.notes:
+                if line in txt.split("\n"):
+                    return t
+            return None
+
+        self.bench.col.wait_for(lambda: first() is not None, timeout)
+        with self.bench.col.cond:
+            return first()
+
+    def check_alive(self, when: str) -> None:
+        self.bench.col.sync()
+        if not self.bench.col.alive(self.pid):
+            rc = self.popen.wait()
+            raise RuntimeError(f"{self.peer.label}: master exited ({rc}) {when}; {self.tail()}")
+
     def tail(self, n: int = 6) -> str:
         lines: list[str] = []
         for f in sorted(self.dir.glob("*.log")):
@@ -401,8 +423,9 @@ class Instance:
         return [p.pid for p in self.bench.col.descendants(self.pid)]
 
     # -- endings --
-    def graceful_stop(self, timeout: float = 60.0) -> tuple[int, int]:
-        """SIGTERM the master; return (ns from kill to master exit, exit status)."""
+    def graceful_stop(self, timeout: float = 60.0) -> tuple[int, int, int]:
+        """SIGTERM the master; return (kill time, master exit time, exit status)."""
+        self.check_alive("before SIGTERM")
         t0 = time.monotonic_ns()
         os.kill(self.pid, signal.SIGTERM)
         try:
@@ -414,7 +437,7 @@ class Instance:
         self.bench.col.sync()
         p = self.bench.col.proc(self.pid)
         t_end = p.exit_ns if p and p.exit_ns else t_wait
-        return t_end - t0, rc
+        return t0, t_end, rc
 
     def kill_all(self) -> None:
         """SIGKILL the master and every descendant still alive, by pid; reap."""
@@ -436,9 +459,7 @@ class Instance:
 
     def reap_orphans(self) -> None:
         """Orphaned workers are reparented to the bench (a subreaper): reap them by pid."""
-        for p in self.bench.col.descendants(self.pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(p.pid, os.WNOHANG)
+        reap([p.pid for p in self.bench.col.descendants(self.pid) if p.leader_exited])
 
     def finish(self) -> None:
         self.kill_all()
@@ -461,6 +482,25 @@ def pct(xs: list[float], q: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def reap(pids: list[int], timeout: float = 2.0) -> set[int]:
+    """waitpid() each pid that is our child; a multi-threaded process becomes
+    reapable only when its last thread is gone, so retry briefly."""
+    pending = set(pids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pending.discard(pid)
+            except ChildProcessError:
+                pending.discard(pid)  # not our child, or already reaped
+        if pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+        else:
+            break
+    return pending
 
 
 def proc_counters(pid: int) -> dict[str, float]:
@@ -643,6 +683,8 @@ class Bench:
                 time.sleep(0.3)  # let workers settle into their idle wait
                 kills = []
                 for inst, _workers in insts:
+                    inst.check_alive("before SIGKILL")
+                for inst, _workers in insts:
                     t = time.monotonic_ns()
                     os.kill(inst.pid, signal.SIGKILL)
                     kills.append(t)
@@ -655,13 +697,24 @@ class Bench:
                     max(0.0, (deadline - time.monotonic_ns()) / 1e9),
                 )
                 self.col.sync()
-                for (_inst, workers), t_kill in zip(insts, kills, strict=True):
+                for (inst, workers), t_kill in zip(insts, kills, strict=True):
                     left = [w for w in workers if self.col.alive(w)]
-                    if left:
-                        results.append({"ms": None, "left": len(left)})
-                    else:
-                        last = max(self.col.proc(w).exit_ns for w in workers)
-                        results.append({"ms": (last - t_kill) / MS, "left": 0})
+                    master = self.col.proc(inst.pid)
+                    r = {
+                        "ms": None,
+                        "left": len(left),
+                        "master_exit_ms": (master.exit_ns - t_kill) / MS,
+                        "workers": [],
+                    }
+                    for w in workers:
+                        p = self.col.proc(w)
+                        if p.leader_exited:
+                            r["workers"].append(
+                                ((p.exit_ns - t_kill) / MS, procconn.describe_status(p.exit_code))
+                            )
+                    if not left:
+                        r["ms"] = max(ms for ms, _ in r["workers"])
+                    results.append(r)
             finally:
                 for inst, _ in insts:
                     inst.finish()  # kills leftovers by pid, reaps them
@@ -698,11 +751,20 @@ class Bench:
                         cap * 1000 if capped else v,
                         capped=capped,
                     )
+        for label, col in (("svcengine", "svcengine"), ("gunicorn", "gunicorn")):
+            xs = [r["master_exit_ms"] for r in self.samples.get("orphan", {}).get(label, [])]
+            self.put(
+                "orphan_master_median",
+                f"orphans: SIGKILL master → master itself gone, median of {len(xs)} (context)",
+                "ms",
+                col,
+                statistics.median(xs) if xs else None,
+            )
 
     # -- figures 3 and 5: start → ready, and graceful stop --
     def start_stop(self, peer: Peer, n: int) -> None:
         a = self.args
-        starts, stops, rdy = [], [], []
+        starts, stops, rdy, wstops = [], [], [], []
         for _ in range(a.starts):
             inst = Instance(self, peer, n)
             try:
@@ -710,20 +772,20 @@ class Bench:
                 t_exec = inst.exec_ns()
                 t_last = max(m.t_ns for m in ready.values())
                 starts.append((t_last - t_exec) / MS)
-                self.col.sync()
-                with self.col.cond:
-                    rn = [t for t, txt in inst.notify_box.notes if "READY=1" in txt.split("\n")]
-                rdy.append((rn[0] - t_exec) / MS if rn else None)
+                rn = inst.wait_note("READY=1", 5.0)
+                rdy.append((rn - t_exec) / MS if rn else None)
                 if len(starts) == 1 and (blk := sig_masks(inst.pid).get("SigBlk")):
                     self.note(
                         f"{peer.label}: the master runs with signals blocked: SigBlk={blk:#x}"
                     )
                 time.sleep(a.settle)
                 workers = inst.worker_pids()
-                ns, rc = inst.graceful_stop()
-                stops.append(ns / MS)
+                t_term, t_end, rc = inst.graceful_stop()
+                stops.append((t_end - t_term) / MS)
                 self.col.sync()
                 outlived = [w for w in workers if self.col.alive(w)]
+                gone = [self.col.proc(w).exit_ns for w in workers if not self.col.alive(w)]
+                wstops.append((max(gone) - t_term) / MS if gone and not outlived else None)
                 if outlived:
                     self.note(
                         f"{peer.label}: {len(outlived)} workers outlived the master after SIGTERM"
@@ -734,6 +796,16 @@ class Bench:
                 inst.finish()
         self.keep(f"start_{n}", peer.label, starts)
         self.keep(f"stop_{n}", peer.label, stops)
+        self.keep(f"wstop_{n}", peer.label, wstops)
+        ws = [x for x in wstops if x is not None]
+        self.put(
+            f"wstop_{n}",
+            f"graceful stop: SIGTERM master → last worker gone ({n} idle workers), "
+            f"median of {len(ws)}",
+            "ms",
+            peer.name,
+            statistics.median(ws) if ws else None,
+        )
         self.keep(f"ready1_{n}", peer.label, rdy)
         self.put(
             f"start_{n}",
@@ -855,8 +927,9 @@ def ratio(f: Figure, a: str, b: str) -> str:
 # Setup, report, main
 
 
-def ensure_env(peers: list[str], install: bool) -> dict[str, str]:
+def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[str, str]:
     """The project venv with gunicorn (and svcengine, editable) in it."""
+    global SVC_SRC
     info: dict[str, str] = {}
     if not VPY.exists():
         if not install:
@@ -888,20 +961,59 @@ def ensure_env(peers: list[str], install: bool) -> dict[str, str]:
             text=True,
         )
         info[pkg] = r.stdout.strip() or "?"
+    git = ["git", "-C", str(REPO)]
     r = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%h %cd", "--date=short"],
+        [*git, "log", "-1", "--format=%h %cd", "--date=short", rev or "HEAD"],
         capture_output=True,
         text=True,
     )
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--", "svcengine"],
-        capture_output=True,
-        text=True,
-    )
-    info["commit"] = (r.stdout.strip() or "no commits yet") + (
-        " (svcengine/ has uncommitted changes)" if dirty.stdout.strip() else ""
-    )
+    if rev:
+        if r.returncode:
+            raise SystemExit(f"--svcengine-rev {rev}: {r.stderr.strip()}")
+        SVC_SRC = outdir / "svcengine-src"
+        SVC_SRC.mkdir(parents=True)
+        archive = subprocess.run(
+            [*git, "archive", rev, "svcengine"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(SVC_SRC)], input=archive.stdout, check=True)
+        where = subprocess.run(
+            [str(VPY), "-c", "import svcengine; print(svcengine.__file__)"],
+            env={**os.environ, "PYTHONPATH": str(SVC_SRC)},
+            cwd=outdir,  # as for the peers: not the repo, whose svcengine/ would win
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if not where.startswith(str(SVC_SRC)):
+            raise SystemExit(f"the snapshot in {SVC_SRC} does not win over {where}")
+        info["commit"] = f"{r.stdout.strip()} (svcengine/ from `git archive {rev}`)"
+    else:
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "svcengine"], capture_output=True, text=True
+        )
+        info["commit"] = (r.stdout.strip() or "no commits yet") + (
+            " + uncommitted changes in svcengine/ (working tree)" if dirty.stdout.strip() else ""
+        )
     return info
+
+
+def cpu_times() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def busy(a: list[int], b: list[int]) -> float:
+    d = [y - x for x, y in zip(a, b, strict=False)]
+    total = sum(d[:8]) or 1
+    return 100.0 * (1 - (d[3] + d[4]) / total)  # idle + iowait
+
+
+def background_load(seconds: float = 2.0) -> str:
+    """How busy the machine is before we start anything: others' load skews latencies."""
+    a = cpu_times()
+    time.sleep(seconds)
+    b = cpu_times()
+    la = open("/proc/loadavg").read().split()[0]
+    return f"{busy(a, b):.0f}% CPU busy over {seconds:g} s, loadavg {la}"
 
 
 def machine() -> dict[str, str]:
@@ -935,10 +1047,12 @@ ORDER = (
     "respawn_ready",
     "orphan_",
     "orphan_nopds",
+    "orphan_master",
     "start_",
     "ready1_",
     "idle_",
     "threads_",
+    "wstop_",
     "stop_",
 )
 
@@ -949,7 +1063,8 @@ def table(b: Bench, labels: list[str]) -> list[str]:
     rows = [head, ["---"] * len(head)]
 
     def rank(f: Figure) -> int:
-        return max((i for i, p in enumerate(ORDER) if f.key.startswith(p)), default=len(ORDER))
+        hits = [(len(p), i) for i, p in enumerate(ORDER) if f.key.startswith(p)]
+        return max(hits)[1] if hits else len(ORDER)  # the longest matching prefix
 
     for f in sorted(b.figures.values(), key=rank):
         row = [f.title, f.unit, *[f.values.get(lb, "—") for lb in labels]]
@@ -974,6 +1089,8 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         f"- machine: nproc {m['nproc']} ({m['cpu']}), {m['memory']}, "
         f"kernel {m['kernel']}, {m['os']}",
         f"- python (peers, .venv): {env.get('python', '?')}; bench: {platform.python_version()}",
+        f"- background load: before the run {env.get('load_before', '?')}; "
+        f"{env.get('load_during', '?')}",
         f"- svcengine {env.get('svcengine', 'n/a')} at {env.get('commit', '?')}; "
         f"gunicorn {env.get('gunicorn', 'n/a')} (sync workers, defaults)",
         "",
@@ -1050,11 +1167,25 @@ def main() -> int:
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"), help="report path")
     ap.add_argument("--no-write", action="store_true", help="print only, don't write the report")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
+    ap.add_argument(
+        "--gunicorn-args",
+        default="",
+        metavar="ARGS",
+        help="extra gunicorn options, e.g. '--no-control-socket' (shell-quoted string)",
+    )
+    ap.add_argument(
+        "--svcengine-rev",
+        default="",
+        metavar="REV",
+        help="run svcengine/ as committed at REV (git archive) instead of the working tree",
+    )
     args = ap.parse_args()
-    if args.quick:
-        args.kills, args.orphans, args.starts = 6, 3, 2
-        args.idle_seconds, args.big, args.orphan_cap = 3.0, 16, 20.0
+    if args.quick:  # smaller defaults; options given explicitly still win
+        ap.set_defaults(kills=6, orphans=3, starts=2, idle_seconds=3.0, big=16)
+        args = ap.parse_args()
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    global GUNICORN_ARGS
+    GUNICORN_ARGS = args.gunicorn_args
     only = set(filter(None, args.only.split(","))) or {"respawn", "orphans", "start", "idle"}
     if os.geteuid() != 0:
         raise SystemExit("run as root: the proc connector needs CAP_NET_ADMIN")
@@ -1083,9 +1214,14 @@ def main() -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     t_start = time.monotonic()
-    env = ensure_env(peers, not args.no_install)
-    log(f"versions: {env}; logs in {BENCH / 'out'}")
     b = Bench(args)
+    env = ensure_env(peers, not args.no_install, args.svcengine_rev, b.outdir)
+    log(f"versions: {env}; logs in {b.outdir}")
+    env["load_before"] = background_load()
+    log(f"before the run: {env['load_before']}")
+    if float(env["load_before"].split("%")[0]) > 10:
+        b.note(f"the machine was busy before the run started ({env['load_before']})")
+    stat0 = cpu_times()
     svc, svc_nopds, gun = Svcengine(True), Svcengine(False), Gunicorn()
     order = [p for p in (svc, gun) if p.name in peers]
     labels = [p.name for p in order]
@@ -1131,6 +1267,11 @@ def main() -> int:
     finally:
         leftovers = cleanup(b)
     t_total = time.monotonic() - t_start
+    stat1 = cpu_times()
+    env["load_during"] = (
+        f"{busy(stat0, stat1):.0f}% CPU busy over the run, bench included; "
+        f"loadavg {open('/proc/loadavg').read().split()[0]} at the end"
+    )
 
     lines = table(b, labels)
     print()
@@ -1176,21 +1317,17 @@ def cleanup(b: Bench) -> str:
     if left:
         col.wait_for(lambda: not any(col.alive(x) for x in left), 5.0)
     popen_pids = {i.pid for i in b.instances}
-    for p in started:
-        if p.pid not in popen_pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(p.pid, os.WNOHANG)
+    reap([p.pid for p in started if p.pid not in popen_pids])
     still = [x for x in left if col.alive(x)]
-    zombies = []
+    ours = []  # anything still in /proc with the bench as its parent (zombies included)
     for p in started:
         with contextlib.suppress(OSError):
             st = open(f"/proc/{p.pid}/stat").read()
-            ppid = int(st[st.rindex(")") + 2 :].split()[1])
-            if ppid == me:
-                zombies.append(p.pid)
+            if int(st[st.rindex(")") + 2 :].split()[1]) == me:
+                ours.append(p.pid)
     msg = f"cleanup: {len(started)} processes started, {len(left)} killed at the end by pid"
-    if still or zombies:
-        msg += f", STILL THERE: {still} zombies: {zombies}"
+    if still or ours:
+        msg += f", STILL THERE: alive {still}, children of the bench {ours}"
         b.errors.append(msg)
     else:
         msg += ", all gone"
