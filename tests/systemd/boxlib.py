@@ -71,8 +71,17 @@ def ours(p: dict) -> bool:
     return "svcengine" in p["cmdline"] or p["comm"].startswith("svcengine")
 
 
+def _box_env(name: str | None) -> dict[str, str] | None:
+    return None if name is None else {**os.environ, "BOX_NAME": name}
+
+
 class Box:
-    """Commands into the booted box, and waiting on its units with deadlines."""
+    """Commands into the booted box, and waiting on its units with deadlines.
+
+    name: the box.sh BOX_NAME (default: box.sh's own default, or $BOX_NAME)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
 
     def run(
         self, *argv: str, check: bool = True, input: bytes | str | None = None, timeout: float = 60
@@ -82,10 +91,11 @@ class Box:
             input=input.encode() if isinstance(input, str) else input,
             capture_output=True,
             timeout=timeout,
+            env=_box_env(self.name),
         )
         if check and proc.returncode != 0:
             raise BoxError(
-                f"in box: {shlex.join(argv)} -> exit {proc.returncode}\n"
+                f"in box {self.name or ''}: {shlex.join(argv)} -> exit {proc.returncode}\n"
                 f"stdout: {proc.stdout.decode(errors='replace')}\n"
                 f"stderr: {proc.stderr.decode(errors='replace')}"
             )
@@ -267,13 +277,15 @@ def skip_reason() -> str | None:
     return None
 
 
-def box_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
+def box_sh(*args: str, timeout: float, name: str | None = None) -> subprocess.CompletedProcess:
+    """Run box.sh (up, down, ...) for the box called name (default: box.sh's default)."""
     return subprocess.run(
         [str(BOX_SH), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=_box_env(name),
     )
 
 
