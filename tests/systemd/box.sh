@@ -89,7 +89,8 @@ make_rootfs() {
     debootstrap --variant=minbase --include="$PKGS" "$BOX_SUITE" "$ROOTFS.tmp" "$mirror" \
       </dev/null >"$STATE/debootstrap.log" 2>&1 || { tail -20 "$STATE/debootstrap.log" >&2; die "debootstrap failed"; }
     customize "$ROOTFS.tmp"
-    tar -C "$ROOTFS.tmp" --zstd -cpf "$TARBALL.tmp" --numeric-owner . && mv "$TARBALL.tmp" "$TARBALL"
+    # a private temp name: another box (other BOX_NAME, other lock) may be caching the same tarball
+    tar -C "$ROOTFS.tmp" --zstd -cpf "$TARBALL.$$.tmp" --numeric-owner . && mv "$TARBALL.$$.tmp" "$TARBALL"
     log "cached $TARBALL"
   fi
   mv "$ROOTFS.tmp" "$ROOTFS"
@@ -141,13 +142,13 @@ cg_pids() {
 
 # kill what is left in OUR cgroups (by pid), remove them and nspawn's runtime leftovers
 cleanup() {
-  local p i d
+  local p d
   for p in $(cg_pids); do
     [ "$p" = $$ ] && continue
     log "killing leftover pid $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-80)"
     kill -KILL "$p" 2>/dev/null || true
   done
-  for i in $(seq 50); do [ -z "$(cg_pids)" ] && break; sleep 0.1; done
+  for _ in $(seq 50); do [ -z "$(cg_pids)" ] && break; sleep 0.1; done
   for d in $CGDIRS; do
     [ -d "$d" ] && { find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || log "warning: cgroup $d remains"; }
   done
@@ -199,11 +200,11 @@ cmd_up() {
 }
 
 cmd_down() {
-  local np i; np=$(nspawn_pid)
+  local np; np=$(nspawn_pid)
   if [ -n "$np" ]; then
     # SIGTERM to nspawn = orderly poweroff of the box
     kill -TERM "$np" 2>/dev/null || true
-    for i in $(seq 300); do [ -d "/proc/$np" ] || break; sleep 0.1; done
+    for _ in $(seq 300); do [ -d "/proc/$np" ] || break; sleep 0.1; done
     [ -d "/proc/$np" ] && { log "warning: no clean poweroff in 30 s, killing nspawn"; kill -KILL "$np" || true; }
   fi
   cleanup
