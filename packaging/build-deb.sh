@@ -179,9 +179,15 @@ grep -q "/usr/lib/python3/dist-packages/svcengine-$pyversion\.dist-info/" <<<"$c
 # --- 6. lintian ------------------------------------------------------------------------------------
 # Every tag is shown (info and pedantic too, overridden ones as O:); only errors and warnings fail.
 log "lintian"
+# Lintian advises against running as root: as root, run it as nobody.
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+  chmod 755 "$work" && chmod 644 "$work/$deb"
+  as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp TMPDIR=/tmp)
+fi
 set +e
-lintian --fail-on error,warning --display-info --pedantic --show-overrides --color never \
-  "$work/$deb" >"$work/lintian.txt" 2>&1
+"${as_user[@]}" lintian --fail-on error,warning --display-info --pedantic --show-overrides \
+  --color never "$work/$deb" >"$work/lintian.txt" 2>&1
 lint=$?
 set -e
 cp "$work/lintian.txt" "$DIST/lintian.txt"

@@ -343,3 +343,29 @@ def test_purge_while_running_stops_and_disables_instances(debbox: DebBox, instal
     left = b.sh("find /run/svcengine 2>/dev/null || true")
     assert not left, f"/run/svcengine left behind: {left}"
     assert_purged(b, files, installed["accounts"])
+
+
+def test_upgrade_restarts_running_instances(debbox: DebBox, installed: dict, deb: Path):
+    """Installing the package over itself (what an upgrade runs: postinst configure <old>)
+    restarts a running instance, so it runs the new code; a stopped one stays stopped."""
+    b = debbox
+    drop_app(b)
+    props, workers = start_app(b)
+    old = [p for p in b.procs() if p["pid"] == int(props["MainPID"])] + workers
+    b.write("/etc/svcengine/idle.toml", "workers = 1\n")
+
+    b.write(f"/tmp/{deb.name}", deb.read_bytes())
+    b.run("dpkg", "-i", f"/tmp/{deb.name}", timeout=180)
+    b.run("rm", "-f", f"/tmp/{deb.name}", "/etc/svcengine/idle.toml")
+
+    def restarted():
+        p = b.show(APP)
+        ok = p["ActiveState"] == "active" and READY in p["StatusText"]
+        return ok and p["MainPID"] != props["MainPID"] and p
+
+    new = wait_until("restarted by the upgrade", restarted, timeout=60)
+    assert new["NRestarts"] == "0", "a restart job, not a crash and Restart="
+    now = {key(p) for p in b.procs()}
+    assert not [p for p in old if key(p) in now], "the old pool outlived the restart"
+    assert len(pool(b, int(new["MainPID"]))) == 2
+    assert b.show("svcengine@idle.service")["ActiveState"] == "inactive"
