@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from . import config as configmod
 from .server import Server
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # a wrong flag is a configuration error: 78 keeps systemd from restarting in a loop
+        self.print_usage(sys.stderr)
+        self.exit(configmod.EX_CONFIG, f"svcengine: config error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="svcengine",
         description="Run a pool of Python workers as a Unix service. "
         "`svcengine ctl --help` steers a running one.",

@@ -20,7 +20,7 @@ from typing import Any
 
 EX_CONFIG = 78
 
-WORKER_TYPES = ("process",)
+WORKER_TYPES = ("process", "spawn", "thread", "embedded")
 SIGNAL_MAPS = ("svcengine", "serverengine", "unicorn")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -151,7 +151,7 @@ class Master:
 
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master alone."""
-        fds = [self.selector.fileno(), self.heartbeats.fd]  # life.wfd: LifePipe.child_side()
+        fds = [self.selector.fileno()]  # life.wfd: LifePipe.child_side(); heartbeats.fd: spawn
         fds += [fd for fd, _ in self._status_fds.values()]
         fds += self.server.master_fds()
         if self.control is not None:

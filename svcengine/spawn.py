@@ -10,7 +10,9 @@ the write end of the life pipe, or the worker would keep its own pipe open
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -30,6 +32,7 @@ from .worker import Worker
 log = logging.getLogger("svcengine.master")
 
 ALL_SIGNALS = set(signal.valid_signals())
+SPAWN_ENV = "SVCENGINE_SPAWN"
 
 
 def import_worker(spec: str, python_path: list[str]) -> type[Worker]:
@@ -66,7 +69,7 @@ class ForkContext:
 def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int, int]:
     """Fork a worker; return (pid, read end of its status pipe)."""
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 and ctx.config.worker_type != "spawn":
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         log.warning(
             "forking worker %d while the master runs other threads (%s): their locks may be "
@@ -121,6 +124,65 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
             return 1
     if not cfg.notify_workers:
         systemd.scrub_environment()
+    sockets = [s.sock for s in ctx.sockets]
+    if cfg.worker_type == "spawn":
+        _exec_spawned(ctx, worker_id, status_fd, life_fd, beat_index, old_mask)
+    os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
+    return boot(
+        worker_id=worker_id,
+        cfg=cfg,
+        master_pid=ctx.master_pid,
+        status_fd=status_fd,
+        life_fd=life_fd,
+        beat=channel.Beat(ctx.heartbeats.map, beat_index),
+        sockets=sockets,
+        worker_class=ctx.worker_class,
+        after_fork=ctx.after_fork,
+        unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+    )
+
+
+def _exec_spawned(
+    ctx: ForkContext, worker_id: int, status_fd: int, life_fd: int, beat_index: int, old_mask: Any
+) -> None:
+    """worker_type = "spawn": a fresh interpreter, handed its fds by number."""
+    cfg = ctx.config
+    keep = [status_fd, life_fd, ctx.heartbeats.fd, *(s.fileno() for s in ctx.sockets)]
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "source"}
+    os.environ[SPAWN_ENV] = json.dumps(
+        {
+            "worker_id": worker_id,
+            "master_pid": ctx.master_pid,
+            "status_fd": status_fd,
+            "life_fd": life_fd,
+            "beat_fd": ctx.heartbeats.fd,
+            "beat_index": beat_index,
+            "beat_capacity": ctx.heartbeats.capacity,
+            "sockets": [s.fileno() for s in ctx.sockets],
+            "config": values,
+            "source": cfg.source,
+        }
+    )
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.execv(sys.executable, [sys.executable, "-m", "svcengine.spawned"])
+
+
+def boot(
+    *,
+    worker_id: int,
+    cfg: Config,
+    master_pid: int,
+    status_fd: int,
+    life_fd: int,
+    beat: Callable[[], None],
+    sockets: list[Any],
+    worker_class: type[Worker] | None,
+    after_fork: Callable[[Any], None],
+    unblock: Callable[[], object],
+) -> int:
+    """The worker's life from here on, in a forked or a freshly spawned process."""
     logsetup.set_label(f"worker[{worker_id}]")
     proctitle.set_title(proctitle.worker_title(cfg.name, worker_id, cfg.worker_process_name))
     for stream in (sys.stdout, sys.stderr):
@@ -132,11 +194,11 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
     runtime = child.Runtime(
         worker_id=worker_id,
         config=cfg,
-        master_pid=ctx.master_pid,
+        master_pid=master_pid,
         status_fd=status_fd,
         life_fd=life_fd,
-        beat=channel.Beat(ctx.heartbeats.map, beat_index),
-        sockets=[s.sock for s in ctx.sockets],
+        beat=beat,
+        sockets=sockets,
     )
     runtime.install_signals()
     holder: dict[str, Worker] = {}
@@ -144,13 +206,13 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
         on_stop=lambda: holder["w"].stop() if "w" in holder else None,
         on_reload=lambda: holder["w"].reload() if "w" in holder else None,
     )
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    unblock()
 
     try:
-        cls = ctx.worker_class or import_worker(cfg.worker, cfg.python_path)
+        cls = worker_class or import_worker(cfg.worker, cfg.python_path)
         worker = cls(worker_id, cfg, runtime)
         holder["w"] = worker
-        ctx.after_fork(worker)
+        after_fork(worker)
     except BaseException as exc:
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.error("worker %d failed to boot:\n%s", worker_id, traceback.format_exc().rstrip())
