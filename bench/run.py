@@ -1118,7 +1118,7 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         "READY=1 is when the bench's NOTIFY_SOCKET received it (gunicorn sends it before it forks "
         "any worker; svcengine once every worker is ready).",
         f"- graceful stop: same instances as start, after {b.args.settle:g} s idle: SIGTERM → the "
-        "kernel's exit event for the master.",
+        "kernel's exit events of the last worker and of the master.",
         f"- idle: after {b.args.settle:g} s settle, {b.args.idle_seconds:g} s of "
         "voluntary+nonvoluntary context switches summed over the master's threads "
         "(/proc/PID/task/*/status), CPU from utime+stime (/proc/PID/stat, clock ticks) and from "
@@ -1140,7 +1140,7 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
             elif fig == "orphan":
                 desc = ", ".join(f"{s['ms']:.1f}" if s["ms"] is not None else ">cap" for s in xs)
                 lines.append(f"- orphans {peer} (ms): {desc}")
-            elif fig.startswith(("start_", "stop_", "ready1_")):
+            elif fig.startswith(("start_", "stop_", "wstop_", "ready1_")):
                 desc = ", ".join(f"{x:.1f}" if x is not None else "—" for x in xs)
                 lines.append(f"- {fig} {peer} (ms): {desc}")
     path.write_text("\n".join(lines) + "\n")
