@@ -55,9 +55,10 @@ class Runtime:
         config: Config,
         master_pid: int,
         status_fd: int,
-        life_fd: int,
+        life_fd: int | None,
         beat: Callable[[], None],
         sockets: list[socket.socket],
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.config = config
@@ -71,6 +72,7 @@ class Runtime:
         self.stop_fd, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._sig_r, self._sig_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._is_ready = False
+        self._ready_hook = on_ready
         self._on_stop: Callable[[], None] = lambda: None
         self._on_reload: Callable[[], None] = lambda: None
 
@@ -92,7 +94,10 @@ class Runtime:
     def ready(self) -> None:
         if not self._is_ready:
             self._is_ready = True
-            channel.send(self.status_fd, channel.READY)
+            if self._ready_hook is not None:
+                self._ready_hook()
+            else:
+                channel.send(self.status_fd, channel.READY)
 
     def request_stop(self, why: str) -> None:
         """Set the stop flag, wake wait(), then let the worker's stop() react."""
@@ -107,7 +112,7 @@ class Runtime:
             log.exception("stop() raised")
 
     def _watch(self) -> None:
-        watched = [self._sig_r, self.life_fd]
+        watched = [self._sig_r] if self.life_fd is None else [self._sig_r, self.life_fd]
         deadline: float | None = None
         grace = self.config.worker_graceful_kill_timeout
         while True:

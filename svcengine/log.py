@@ -33,7 +33,9 @@ def set_label(label: str) -> None:
 
 class _Context(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.label = _label
+        # a thread worker logs under its thread's name, the rest under the process's label
+        name = record.threadName or ""
+        record.label = name if name.startswith("worker[") else _label
         record.priority = _PRIORITY.get(record.levelno, 6)
         return True
 

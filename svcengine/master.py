@@ -27,6 +27,7 @@ from .privileges import Identity
 from .signals import PRESETS, Command, SignalPipe
 from .stopping import Stopper
 from .systemd import Notifier, watchdog_interval
+from .threads import EXITED, ThreadWorkers
 
 if TYPE_CHECKING:
     from .server import Server
@@ -99,6 +100,15 @@ class Master:
         self.life = channel.LifePipe.create()
         self.heartbeats = channel.Heartbeats()
         self.signals = SignalPipe(self.commands)
+        self.threads: ThreadWorkers | None = None
+        if self.cfg.worker_type == "thread":
+            self.threads = ThreadWorkers(
+                lambda: self.cfg,
+                self.server.worker_class,
+                self.heartbeats,
+                self.sockets,
+                lambda w: self.server.hooks.call_strict("after_fork", self.server, w),
+            )
         self.selector.register(self.signals.rfd, selectors.EVENT_READ, self._on_signals)
         interval = watchdog_interval()
         if interval:
@@ -204,8 +214,11 @@ class Master:
         self.server.hooks.call("before_fork", self.server, handle)
         beat = self.heartbeats.allocate()
         try:
-            pid, status_fd = spawn.fork_worker(self._fork_context(), worker_id, beat)
-        except OSError as exc:
+            if self.threads is not None:
+                pid, status_fd = self.threads.start(worker_id, beat)
+            else:
+                pid, status_fd = spawn.fork_worker(self._fork_context(), worker_id, beat)
+        except (OSError, RuntimeError) as exc:
             self.heartbeats.release(beat)
             at = self.pool.spawn_failed(worker_id, timers.now())
             log.error(
@@ -246,6 +259,10 @@ class Master:
                 self._on_ready(pid)
             elif kind == channel.BOOT_FAILED:
                 self._on_boot_failed(pid, text)
+            elif kind == EXITED and self.threads is not None:
+                self.threads.exited(pid)
+                code = int(text) if text.lstrip("-").isdigit() else 1
+                self._on_exit(pid, (code & 0xFF) << 8)
 
     def _drop_status_fd(self, pid: int) -> None:
         entry = self._status_fds.pop(pid, None)
@@ -371,8 +388,12 @@ class Master:
         w.stop_sent_at = timers.now()
         self._kill(w.pid, signum)
 
-    @staticmethod
-    def _kill(pid: int, signum: int) -> None:
+    def _kill(self, pid: int, signum: int) -> None:
+        if pid < 0 and self.threads is not None:  # a thread worker
+            if not self.threads.signal(pid, signum):
+                self._drop_status_fd(pid)
+                self._on_exit(pid, signal.SIGKILL)  # abandoned: counted as killed
+            return
         try:
             os.kill(pid, signum)
         except ProcessLookupError:

@@ -20,6 +20,7 @@ from typing import Any
 from . import config as configmod
 from . import control as controlmod
 from . import daemon as daemonmod
+from . import embedded
 from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
@@ -67,6 +68,7 @@ class Server:
         self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
         self.upgrading_from = upgrademod.upgraded_from()  # old master's pid, until take-over
         self._handed_over = False
+        self.boot_failure: str | None = None
         if self.upgrading_from is not None:
             self.config = self.config.replace(daemonize=False)  # already detached
 
@@ -189,6 +191,7 @@ class Server:
                 return exc.code
             if self.readiness.fd is not None:
                 why = self.master.failure if self.master and self.master.failure else None
+                why = why or self.boot_failure
                 readiness.failed(code or 1, why or f"the master exited with status {code}")
             return code
 
@@ -235,6 +238,15 @@ class Server:
         for listener in self.listeners:
             log.info("listening on %s", listener.name)
         notifier = Notifier()
+        if cfg.worker_type == "embedded":
+            if control is not None:
+                control.close()  # no master loop to answer it
+            try:
+                return embedded.run(self, self.listeners, notifier)
+            finally:
+                self.hooks.call("on_exit", self)
+                notifier.close()
+                self._cleanup()
         self.master = Master(self, cfg, self.listeners, notifier, self.reload_config)
         self.master.control = control
         try:

@@ -1,0 +1,122 @@
+"""worker_type = "thread": workers as threads of the master's process.
+
+For I/O-bound work that wants shared memory. The master loop stays the only
+thing that acts on events: a thread reports `ready` and, when run() returns,
+`exited N` on its status pipe, exactly as a process does; the master treats
+that line as it treats a reaped child. What a thread cannot do: be killed.
+A signal the master would send becomes a method call (TERM, QUIT: stop();
+HUP: reload(); USR2: a stack dump), and KILL abandons the thread: it is
+counted as gone and dies with the process.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import channel, child
+from .config import Config
+from .spawn import import_worker
+from .worker import Worker
+
+log = logging.getLogger("svcengine.master")
+
+EXITED = b"exited"
+
+
+class ThreadWorkers:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        worker_class: type[Worker] | None,
+        heartbeats: channel.Heartbeats,
+        sockets: list[Any],
+        after_fork: Callable[[Any], None],
+    ) -> None:
+        self.config = config
+        self.worker_class = worker_class
+        self.heartbeats = heartbeats
+        self.sockets = sockets
+        self.after_fork = after_fork
+        self.runtimes: dict[int, child.Runtime] = {}
+        self._ids = itertools.count(1)
+
+    def start(self, worker_id: int, beat_index: int) -> tuple[int, int]:
+        """Start one thread; return (negative key standing in for a pid, status fd)."""
+        key = -next(self._ids)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(status_r, False)
+        cfg = self.config()
+        runtime = child.Runtime(
+            worker_id=worker_id,
+            config=cfg,
+            master_pid=os.getpid(),
+            status_fd=status_w,
+            life_fd=None,
+            beat=channel.Beat(self.heartbeats.map, beat_index),
+            sockets=[s.sock for s in self.sockets],
+        )
+        runtime.pid = key
+        self.runtimes[key] = runtime
+        threading.Thread(
+            target=self._main, args=(runtime, cfg), name=f"worker[{worker_id}]", daemon=True
+        ).start()
+        return key, status_r
+
+    def _main(self, runtime: child.Runtime, cfg: Config) -> None:
+        code = 1
+        try:
+            cls = self.worker_class or import_worker(cfg.worker, cfg.python_path)
+            worker = cls(runtime.worker_id, cfg, runtime)
+            runtime._on_stop = worker.stop
+            runtime._on_reload = worker.reload
+            self.after_fork(worker)
+        except BaseException as exc:
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.error("worker %d failed to boot:\n%s", runtime.worker_id, traceback.format_exc())
+            channel.send(runtime.status_fd, channel.BOOT_FAILED, text)
+        else:
+            try:
+                if runtime.stopping:
+                    worker.stop()
+                if worker.ready_on_run:
+                    runtime.ready()
+                worker.run()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:
+                log.exception("worker %d: run() raised", runtime.worker_id)
+        finally:
+            channel.send(runtime.status_fd, EXITED, str(code))
+            os.close(runtime.status_fd)
+
+    def signal(self, key: int, signum: int) -> bool:
+        """Carry out what `signum` would mean to a process worker. False: abandoned."""
+        runtime = self.runtimes.get(key)
+        if runtime is None:
+            return True
+        if signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+            runtime.request_stop(signal.Signals(signum).name)
+        elif signum == signal.SIGHUP:
+            runtime._on_reload()
+        elif signum == child.DUMP_SIGNAL:
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        elif signum == signal.SIGKILL:
+            log.error(
+                "worker %d is a thread and cannot be killed; abandoning it", runtime.worker_id
+            )
+            self.runtimes.pop(key, None)
+            return False
+        return True
+
+    def exited(self, key: int) -> None:
+        self.runtimes.pop(key, None)
