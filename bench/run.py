@@ -1168,6 +1168,13 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only, don't write the report")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
     ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="S",
+        help="first wait up to S s for the machine to be < 15%% CPU busy",
+    )
+    ap.add_argument(
         "--gunicorn-args",
         default="",
         metavar="ARGS",
@@ -1217,6 +1224,14 @@ def main() -> int:
     b = Bench(args)
     env = ensure_env(peers, not args.no_install, args.svcengine_rev, b.outdir)
     log(f"versions: {env}; logs in {b.outdir}")
+    if args.wait_quiet > 0:
+        deadline = time.monotonic() + args.wait_quiet
+        while (load := background_load()) and float(load.split("%")[0]) > 15:
+            if time.monotonic() > deadline:
+                log(f"still busy after --wait-quiet {args.wait_quiet:g}: {load}; going on")
+                break
+            log(f"waiting for a quiet machine: {load}")
+            time.sleep(8)
     env["load_before"] = background_load()
     log(f"before the run: {env['load_before']}")
     if float(env["load_before"].split("%")[0]) > 10:
