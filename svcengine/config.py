@@ -75,6 +75,8 @@ class Config:
     worker_restart_backoff_min: float = 0.1
     worker_restart_backoff_max: float = 30.0
     notify_workers: bool = False
+    preload: bool = False
+    subreaper: bool = False
     upgrade_timeout: float = 60.0
     upgrade_command: list[str] | None = None
 

@@ -50,10 +50,6 @@ def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
     )
     runtime.install_signals()
 
-    def on_stop() -> None:
-        notifier.stopping()
-        worker.stop()
-
     try:
         cls = server.worker_class or import_worker(cfg.worker, cfg.python_path)
         worker = cls(0, cfg, runtime)
@@ -63,7 +59,7 @@ def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
         log.error("the embedded worker failed to boot:\n%s", traceback.format_exc().rstrip())
         server.boot_failure = f"worker 0 failed to boot: {text}"
         return 1
-    runtime.start_watcher(on_stop=on_stop, on_reload=worker.reload)
+    runtime.start_watcher(on_stop=worker.stop, on_reload=worker.reload)
     if worker.ready_on_run:
         runtime.ready()
     try:
@@ -73,5 +69,6 @@ def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
         return 1
     finally:
         signal.set_wakeup_fd(-1)
+        notifier.stopping()
     log.info("embedded worker finished")
     return 0

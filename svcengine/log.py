@@ -15,6 +15,7 @@ import os
 import sys
 
 _label = "master"
+_saved_stderr: int | None = None  # the stderr we started with, for start-up errors
 
 _PRIORITY = {
     logging.CRITICAL: 2,
@@ -72,9 +73,13 @@ def _open_log(path: str) -> None:
 
 def setup(level: str = "info", path: str | None = None) -> logging.Logger:
     """Configure the root logger to write to fd 2 (and fd 2 to `path`, if set)."""
+    global _saved_stderr
     if path:
         sys.stdout.flush()
         sys.stderr.flush()
+        if _saved_stderr is None:
+            _saved_stderr = os.dup(2)
+            os.set_inheritable(_saved_stderr, False)
         _open_log(path)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -103,3 +108,26 @@ def reopen(path: str | None) -> None:
         except (OSError, ValueError):
             pass
     _open_log(path)
+
+
+def tell_operator(message: str) -> None:
+    """A start-up error: to the log, and to the terminal or unit we started from."""
+    logging.getLogger("svcengine").error("%s", message)
+    if _saved_stderr is not None:
+        try:
+            os.write(_saved_stderr, f"svcengine: {message}\n".encode())
+        except OSError:
+            pass
+    else:
+        print(f"svcengine: {message}", file=sys.stderr)
+
+
+def forget_saved_stderr() -> None:
+    """In a worker: the master's saved stderr is not ours to keep open."""
+    global _saved_stderr
+    if _saved_stderr is not None:
+        try:
+            os.close(_saved_stderr)
+        except OSError:
+            pass
+        _saved_stderr = None

@@ -110,6 +110,9 @@ class Master:
                 lambda w: self.server.hooks.call_strict("after_fork", self.server, w),
             )
         self.selector.register(self.signals.rfd, selectors.EVENT_READ, self._on_signals)
+        if self.cfg.subreaper or self.pid == 1:
+            if self.pid != 1 and _linux.set_child_subreaper():
+                log.info("child subreaper: orphaned descendants are reaped here")
         interval = watchdog_interval()
         if interval:
             self.timers.every(interval, self._watchdog)
@@ -351,7 +354,7 @@ class Master:
         )
         w = self.pool.exited(pid, status, timers.now())
         if w is None:
-            log.debug("reaped pid %d (%s)", pid, describe_status(status))
+            log.debug("reaped orphan pid %d (%s)", pid, describe_status(status))
             return
         self._drop_status_fd(pid)
         self.heartbeats.release(w.beat_index)

@@ -68,6 +68,14 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def _lock_holder(fd: int) -> int | None:
+    """The pid holding a write lock on fd's file (the file may not be written yet)."""
+    l_type, _, _, _, l_pid = _unpack_flock(
+        fcntl.fcntl(fd, fcntl.F_GETLK, _flock_struct(fcntl.F_WRLCK))
+    )
+    return l_pid if l_type != fcntl.F_UNLCK and l_pid > 0 else None
+
+
 def is_locked(path: str) -> int | None:
     """The pid of the live master holding `path`, or None if nobody holds it."""
     try:
@@ -109,8 +117,9 @@ class Pidfile:
         while True:
             fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
             if not _try_lock(fd):
+                holder = _parse(os.pread(fd, 64, 0)) or _lock_holder(fd)
                 os.close(fd)
-                raise AlreadyRunning(self.path, read_pid(self.path))
+                raise AlreadyRunning(self.path, holder)
             # the path may have been replaced between open and lock: hold the right file
             try:
                 same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino

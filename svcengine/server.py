@@ -10,6 +10,7 @@ and the daemon reports readiness (or its error) back through a pipe.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 from . import config as configmod
 from . import control as controlmod
 from . import daemon as daemonmod
-from . import embedded
+from . import embedded, spawn
 from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
@@ -161,7 +162,7 @@ class Server:
         try:
             return self._serve()
         except StartError as exc:
-            print(f"svcengine: {exc}", file=sys.stderr)
+            logsetup.tell_operator(str(exc))
             return exc.code
 
     def _launch_daemon(self) -> int:
@@ -237,6 +238,17 @@ class Server:
             raise StartError(EX_SOFTWARE, str(exc)) from None
         for listener in self.listeners:
             log.info("listening on %s", listener.name)
+        if cfg.preload and self.worker_class is None and cfg.worker_type == "process":
+            try:
+                self.worker_class = spawn.import_worker(cfg.worker, cfg.python_path)
+            except Exception as exc:
+                self._cleanup()
+                raise StartError(
+                    EX_SOFTWARE, f"preload: cannot import {cfg.worker}: {exc}"
+                ) from exc
+            gc.collect()
+            gc.freeze()  # keep the preloaded objects' pages shared: no refcount-driven copies
+            log.info("preloaded %s", cfg.worker)
         notifier = Notifier()
         if cfg.worker_type == "embedded":
             if control is not None:

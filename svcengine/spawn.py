@@ -116,6 +116,7 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
         except OSError:
             pass
     life_fd = ctx.life.child_side()
+    logsetup.forget_saved_stderr()
     if ctx.identity is not None:
         ctx.identity.apply()
         if cfg.worker_pdeathsig:

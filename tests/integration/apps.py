@@ -57,9 +57,26 @@ class Commanded(svcengine.Worker):
                     self.worker_id,
                     os.environ.get("NOTIFY_SOCKET", "unset"),
                 )
+            if command.startswith("orphans "):
+                self._leave_orphans(int(command.split()[1]))
             if command == "print":
                 print("printed-by-worker", flush=True)
         self.logger.info("worker %d finished gracefully", self.worker_id)
+
+    def reload(self) -> None:
+        self.logger.info("worker %d reload() called", self.worker_id)
+
+    def _leave_orphans(self, n: int) -> None:
+        """Fork n children that outlive this worker, then exit: they become orphans
+        that exit right after (EOF on a pipe only this worker held)."""
+        r, w = os.pipe()
+        for _ in range(n):
+            if os.fork() == 0:
+                os.close(w)
+                os.read(r, 1)
+                os._exit(0)
+        self.logger.info("worker %d left %d orphans", self.worker_id, n)
+        os._exit(0)
 
 
 class IgnoresTerm(svcengine.Worker):

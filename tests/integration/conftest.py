@@ -295,10 +295,8 @@ def no_process_left_behind():
     try:
         yield
     finally:
-        leftovers = set()
-        for pid in children_of(os.getpid()) - before:
-            if alive(pid):
-                leftovers.add(pid)
+        # orphans of a master killed a moment ago may still be on their way out
+        leftovers = wait_gone(children_of(os.getpid()) - before, 3.0)
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)  # ours: started by this test, adopted by us
         for pid in children_of(os.getpid()) - before:
