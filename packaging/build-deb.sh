@@ -9,8 +9,8 @@
 # never written to, except dist/, which git ignores). Missing build dependencies (Build-Depends of
 # packaging/debian/control, dpkg-dev, lintian) are installed with apt-get when run as root.
 #
-# The version comes from one place, the project's: `version` in pyproject.toml, which must equal
-# svcengine.__version__ (checked here). debian/changelog is generated from it; a PEP 440
+# The version comes from one place, the project's: svcengine.__version__, which pyproject.toml
+# reads as a dynamic version (checked here). debian/changelog is generated from it; a PEP 440
 # pre-release becomes a Debian ~ version (0.2.0rc1 -> 0.2.0~rc1), so that it sorts first.
 #
 # Settings (environment, all optional):
@@ -95,16 +95,16 @@ if ! deps_ok; then
   deps_ok || { (cd "$src" && dpkg-checkbuilddeps) || true; die "build dependencies still missing"; }
 fi
 
-# --- 3. the version: from pyproject.toml, checked against svcengine.__version__ -------------------
+# --- 3. the version: svcengine.__version__, the one place (pyproject.toml reads it too) ----------
 versions=$(
   cd "$src" && python3 - <<'EOF'
 import ast, re, sys, tomllib
 
 with open("pyproject.toml", "rb") as f:
-    project = tomllib.load(f)["project"]
-if "version" not in project:
-    sys.exit("pyproject.toml: [project] has no static version")
-py = project["version"]
+    pyproject = tomllib.load(f)
+dynamic = pyproject.get("tool", {}).get("setuptools", {}).get("dynamic", {}).get("version", {})
+if "version" in pyproject["project"] or dynamic.get("attr") != "svcengine.__version__":
+    sys.exit("pyproject.toml must take its version from svcengine.__version__ (dynamic)")
 with open("svcengine/__init__.py") as f:
     tree = ast.parse(f.read())
 init = [
@@ -114,9 +114,9 @@ init = [
     and any(isinstance(t, ast.Name) and t.id == "__version__" for t in n.targets)
     and isinstance(n.value, ast.Constant)
 ]
-if init != [py]:
-    sys.exit(f"version mismatch: pyproject.toml has {py!r}, svcengine/__init__.py has "
-             f"__version__ = {init[0] if init else None!r}: make them equal")
+if len(init) != 1:
+    sys.exit("svcengine/__init__.py: no plain __version__ = '...' assignment")
+py = init[0]
 # PEP 440 (normalized) -> Debian native version. dpkg sorts "~" before anything, even the end:
 # 1.0~~dev1 < 1.0~a1 < 1.0~rc1 < 1.0 < 1.0.post1, as PEP 440 orders them.
 m = re.fullmatch(
@@ -136,7 +136,7 @@ if local:
     deb += f"+{local}"
 print(py, deb)
 EOF
-) || die "cannot take the version from pyproject.toml (see above)"
+) || die "cannot take the version from svcengine/__init__.py (see above)"
 read -r pyversion version <<<"$versions"
 log "version $pyversion (Debian: $version), from $origin"
 
