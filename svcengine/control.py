@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import selectors
 import socket
 import stat
 import struct
 from collections.abc import Callable
 from typing import Any
 
+from .timers import Timers
+
 log = logging.getLogger("svcengine.control")
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_REQUEST = 4096
+CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request
 
 
 def runtime_dir(name: str) -> str | None:
@@ -84,6 +88,30 @@ class ControlServer:
 
     def chown(self, uid: int, gid: int) -> None:
         os.chown(self.path, uid, gid)
+
+    def attach(self, selector: selectors.BaseSelector, timers: Timers) -> None:
+        """Serve from the master's loop: accept, read, answer; drop slow clients."""
+
+        def on_accept(_fd: int) -> None:
+            conn = self.accept()
+            if conn is None:
+                return
+
+            def on_readable(_fd: int) -> None:
+                if not self.readable(conn):
+                    selector.unregister(conn)
+                    self.drop(conn)
+                    timer.cancel()
+
+            def too_slow() -> None:
+                if conn in self.buffers:
+                    selector.unregister(conn)
+                    self.drop(conn)
+
+            selector.register(conn, selectors.EVENT_READ, on_readable)
+            timer = timers.after(CLIENT_TIMEOUT, too_slow)
+
+        selector.register(self.fileno(), selectors.EVENT_READ, on_accept)
 
     def accept(self) -> socket.socket | None:
         try:

@@ -8,21 +8,19 @@ wakeups. Each turn of the loop is `step()`, which a test can drive one at a time
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import random
 import selectors
 import signal
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _linux, channel, config, proctitle, spawn, timers
+from . import _linux, channel, config, health, proctitle, report, spawn, timers
 from . import log as logsetup
 from . import upgrade as upgrademod
 from .control import ControlServer
-from .pool import Backoff, Pool, State, Worker, describe_status
+from .pool import Backoff, Phase, Pool, State, Worker, describe_status
 from .privileges import Identity
 from .signals import PRESETS, Command, SignalPipe
 from .stopping import Stopper
@@ -34,14 +32,6 @@ if TYPE_CHECKING:
     from .sockets import Listener
 
 log = logging.getLogger("svcengine.master")
-
-
-class Phase(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    PAUSED = "paused"  # WINCH: workers stopped, master kept
-    STOPPING = "stopping"
 
 
 def _has_terminal() -> bool:
@@ -76,7 +66,7 @@ class Master:
         self._status_fds: dict[int, tuple[int, bytearray]] = {}  # pid -> (fd, partial line)
         self._maintain_timer: timers.Timer | None = None
         self._next_spawn_at = 0.0
-        self._started_at = timers.now()
+        self.started_at = timers.now()
         self.stopper: Stopper | None = None
         self.pool = Pool(
             cfg.workers,
@@ -92,7 +82,7 @@ class Master:
         self.failure: str | None = None  # why the master gave up, for the daemon launcher
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
-        self.upgrade: upgrademod.Upgrade | None = None
+        self.upgrader = upgrademod.Upgrader(self)
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -110,9 +100,8 @@ class Master:
                 lambda w: self.server.hooks.call_strict("after_fork", self.server, w),
             )
         self.selector.register(self.signals.rfd, selectors.EVENT_READ, self._on_signals)
-        if self.cfg.subreaper or self.pid == 1:
-            if self.pid != 1 and _linux.set_child_subreaper():
-                log.info("child subreaper: orphaned descendants are reaped here")
+        if self.cfg.subreaper and self.pid != 1 and _linux.set_child_subreaper():
+            log.info("child subreaper: orphaned descendants are reaped here")
         interval = watchdog_interval()
         if interval:
             self.timers.every(interval, self._watchdog)
@@ -288,7 +277,7 @@ class Master:
         self.server.hooks.call("after_worker_ready", self.server, w)
         for old in self.pool.retiring(w.worker_id):
             self._stop_worker(old, signal.SIGTERM)
-        if self.phase is Phase.STARTING and timers.now() - self._started_at > 5:
+        if self.phase is Phase.STARTING and timers.now() - self.started_at > 5:
             self.notify.extend_timeout(30)  # a slow start that still makes progress
         self._update_status()
         self._check_ready()
@@ -325,7 +314,7 @@ class Master:
         status = self.status_text()
         if first:
             log.info(
-                "ready: %s (%.0f ms after start)", status, (timers.now() - self._started_at) * 1000
+                "ready: %s (%.0f ms after start)", status, (timers.now() - self.started_at) * 1000
             )
             self.server.hooks.call("when_ready", self.server)
             self.server.take_over()
@@ -346,8 +335,8 @@ class Master:
             self._on_exit(pid, status)
 
     def _on_exit(self, pid: int, status: int) -> None:
-        if self.upgrade is not None and pid == self.upgrade.pid:
-            self._upgrade_child_exited(status)
+        if self.upgrader.owns(pid):
+            self.upgrader.child_exited(status)
             return
         was_stopping = (w0 := self.pool.by_pid.get(pid)) is not None and (
             w0.state is State.STOPPING or w0.retiring
@@ -439,7 +428,8 @@ class Master:
         elif command is Command.DUMP:
             self.dump()
         elif command is Command.UPGRADE:
-            self.begin_upgrade()
+            if self.phase is not Phase.STOPPING:
+                self.upgrader.begin()
 
     # --- commands --------------------------------------------------------------------
     def begin_stop(self, quick: bool) -> None:
@@ -450,13 +440,7 @@ class Master:
                     self._kill(w.pid, signum)
                 self._arm_stopper()
             return
-        if self.upgrade is not None and self.upgrade.state is upgrademod.State.RUNNING:
-            # the new master's go-ahead (or an operator's stop while upgrading): hand over
-            log.info("upgrade: handing over to the new master (pid %d)", self.upgrade.pid)
-            self.upgrade.state = upgrademod.State.HANDED_OVER
-            if self.upgrade.timer is not None:
-                self.upgrade.timer.cancel()
-            self.server.handed_over()
+        self.upgrader.hand_over()  # the new master's go-ahead, if an upgrade is running
         log.info(
             "%s stop: stopping %d worker(s)",
             "quick" if quick else "graceful",
@@ -500,57 +484,6 @@ class Master:
         if self.phase is Phase.STOPPING and not self.pool.by_pid and self.exit_code is None:
             log.info("all workers stopped; master exits %d", self._final_code)
             self.exit_code = self._final_code
-
-    # --- upgrade (USR2) ---------------------------------------------------------------
-    def begin_upgrade(self) -> None:
-        if self.phase is Phase.STOPPING:
-            return
-        if self.upgrade is not None and self.upgrade.state is upgrademod.State.RUNNING:
-            log.warning("USR2: an upgrade (new master pid %d) is already running", self.upgrade.pid)
-            return
-        if self.server.upgrading_from is not None:
-            log.warning("USR2 ignored: this master has not yet taken over from its predecessor")
-            return
-        self.server.hooks.call("before_exec", self.server)
-        self.server.pidfile_to_oldbin()
-        argv = upgrademod.command_line(self.cfg.upgrade_command)
-        try:
-            pid = upgrademod.spawn_new_master(argv, self.sockets, self.pid, self.server.start_cwd)
-        except OSError as exc:
-            self.server.pidfile_from_oldbin()
-            self._upgrade_failed(f"cannot fork: {exc}")
-            return
-        self.upgrade = upgrademod.Upgrade(pid, timers.now())
-        self.upgrade.timer = self.timers.after(self.cfg.upgrade_timeout, self._upgrade_timeout)
-        log.info("upgrade: started a new master (pid %d): %s", pid, " ".join(argv))
-        self.notify.status(f"{self.status_text()}; upgrading to pid {pid}")
-
-    def _upgrade_timeout(self) -> None:
-        if self.upgrade is None or self.upgrade.state is not upgrademod.State.RUNNING:
-            return
-        self.upgrade.reason = f"not ready within {self.cfg.upgrade_timeout:g}s"
-        log.error(
-            "upgrade: new master (pid %d) %s; killing it", self.upgrade.pid, self.upgrade.reason
-        )
-        self._kill(self.upgrade.pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
-
-    def _upgrade_child_exited(self, status: int) -> None:
-        assert self.upgrade is not None
-        up = self.upgrade
-        if up.state is not upgrademod.State.RUNNING:
-            log.info("former new master (pid %d) %s", up.pid, describe_status(status))
-            return
-        if up.timer is not None:
-            up.timer.cancel()
-        self.server.pidfile_from_oldbin()
-        self._upgrade_failed(up.reason or f"new master (pid {up.pid}) {describe_status(status)}")
-
-    def _upgrade_failed(self, reason: str) -> None:
-        if self.upgrade is not None:
-            self.upgrade.state = upgrademod.State.FAILED
-            self.upgrade.reason = reason
-        log.error("upgrade failed: %s; this master serves on", reason)
-        self.notify.status(f"upgrade failed: {reason}; serving on")
 
     def reload(self) -> None:
         try:
@@ -628,45 +561,28 @@ class Master:
         timeout = self.cfg.worker_heartbeat_timeout
         if not timeout:
             return
-        now = timers.now()
-        for w in self.pool.workers():
-            if w.state is not State.READY or w.beat_index < 0:
-                continue
-            silent = now - max(self.heartbeats.last(w.beat_index), w.ready_at or 0.0)
-            if silent > timeout:
-                log.error(
-                    "worker %d (pid %d) hung: no heartbeat for %.1fs; dumping its stacks "
-                    "and killing it",
-                    w.worker_id,
-                    w.pid,
-                    silent,
-                )
-                self._kill(w.pid, spawn.child.DUMP_SIGNAL)
-                w.state = State.STARTING  # not READY: not checked again
-                self.timers.after(0.5, lambda pid=w.pid: self._kill(pid, signal.SIGKILL))
+        for w, silent in health.silent_workers(
+            self.pool, self.heartbeats.last, timeout, timers.now()
+        ):
+            log.error(
+                "worker %d (pid %d) hung: no heartbeat for %.1fs; dumping its stacks, killing it",
+                w.worker_id,
+                w.pid,
+                silent,
+            )
+            self._kill(w.pid, spawn.child.DUMP_SIGNAL)
+            w.state = State.STARTING  # not READY: not checked again
+            self.timers.after(0.5, lambda pid=w.pid: self._kill(pid, signal.SIGKILL))
 
     def healthy(self) -> tuple[bool, str]:
-        """The watchdog's question: is this service doing its job right now?"""
+        """The watchdog's question; see health.py for what it means."""
         if self.phase is Phase.STOPPING:
             return True, "stopping"
         if self.phase is Phase.PAUSED:
             return True, "workers stopped on request"
-        now = timers.now()
-        backoff = self.pool.backoff
-        for slot in self.pool.slots.values():
-            if slot.worker_id >= self.pool.target or slot.retired_code is not None:
-                continue
-            w = slot.current
-            if w is not None and w.ready_at is not None and now - w.ready_at >= backoff.min_uptime:
-                continue  # up and stable, whatever its history
-            if backoff.delay(slot.fast_failures) >= backoff.maximum:
-                return False, f"worker {slot.worker_id} keeps crashing ({slot.last_exit})"
-        timeout = self.cfg.worker_heartbeat_timeout
-        if timeout:
-            for w in self.pool.workers():
-                if w.state is State.READY and now - self.heartbeats.last(w.beat_index) > timeout:
-                    return False, f"worker {w.worker_id} sends no heartbeat"
-        return True, "ok"
+        return health.assess(
+            self.pool, self.heartbeats.last, self.cfg.worker_heartbeat_timeout, timers.now()
+        )
 
     def _watchdog(self) -> None:
         ok, why = self.healthy()
@@ -676,15 +592,7 @@ class Master:
             log.warning("not pinging the watchdog: %s", why)
 
     def status_text(self) -> str:
-        if self.phase is Phase.PAUSED:
-            return f"workers stopped on request; {self.pool.total_restarts} restarts"
-        text = (
-            f"{self.pool.ready_count()}/{self.pool.target} workers ready; "
-            f"{self.pool.total_restarts} restarts"
-        )
-        if self.phase is Phase.RELOADING:
-            text += "; reloading"
-        return text
+        return report.status_text(self.pool, self.phase)
 
     def _update_status(self) -> None:
         if self.phase is not Phase.STOPPING:
@@ -694,28 +602,7 @@ class Master:
     def attach_control(self, control: ControlServer | None) -> None:
         self.control = control
         if control is not None:
-            self.selector.register(control.fileno(), selectors.EVENT_READ, self._on_control)
-
-    def _on_control(self, fd: int) -> None:
-        assert self.control is not None
-        conn = self.control.accept()
-        if conn is None:
-            return
-        control = self.control
-
-        def on_readable(_fd: int, conn=conn) -> None:
-            if not control.readable(conn):
-                self.selector.unregister(conn)
-                control.drop(conn)
-                timer.cancel()
-
-        def too_slow(conn=conn) -> None:
-            if conn in control.buffers:
-                self.selector.unregister(conn)
-                control.drop(conn)
-
-        self.selector.register(conn, selectors.EVENT_READ, on_readable)
-        timer = self.timers.after(5.0, too_slow)
+            control.attach(self.selector, self.timers)
 
     def control_request(self, req: dict) -> dict:
         cmd = req.get("cmd")
@@ -740,47 +627,7 @@ class Master:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def snapshot(self) -> dict:
-        now = timers.now()
-        healthy, why = self.healthy()
-        workers = []
-        for slot in sorted(self.pool.slots.values(), key=lambda s: s.worker_id):
-            w = slot.current
-            workers.append(
-                {
-                    "id": slot.worker_id,
-                    "pid": w.pid if w else None,
-                    "state": slot.state.value,
-                    "uptime": round(now - w.started_at, 3) if w else None,
-                    "restarts": slot.restarts,
-                    "last_exit": slot.last_exit,
-                    "rss": _linux.rss_bytes(w.pid) if w else None,
-                }
-            )
-        for w in self.pool.retiring():
-            workers.append(
-                {
-                    "id": w.worker_id,
-                    "pid": w.pid,
-                    "state": "retiring",
-                    "uptime": round(now - w.started_at, 3),
-                    "restarts": None,
-                    "last_exit": None,
-                    "rss": _linux.rss_bytes(w.pid),
-                }
-            )
-        return {
-            "pid": self.pid,
-            "name": self.cfg.name,
-            "phase": self.phase.value,
-            "status": self.status_text(),
-            "healthy": healthy and self.phase is not Phase.STARTING,
-            "health": why if self.phase is not Phase.STARTING else "starting",
-            "target": self.pool.target,
-            "restarts": self.pool.total_restarts,
-            "uptime": round(now - self._started_at, 3),
-            "workers": workers,
-            "upgrade": self.upgrade.as_dict() if self.upgrade else None,
-        }
+        return report.snapshot(self)
 
     # --- periodic work for users --------------------------------------------------------
     def every(self, seconds: float, fn: Callable[[], object]) -> timers.Timer:
@@ -798,7 +645,3 @@ class Master:
                 log.exception("timer callback %r raised; the timer keeps going", fn)
 
         return run
-
-
-def uptime(w: Worker) -> float:
-    return time.monotonic() - w.started_at

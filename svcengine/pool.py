@@ -13,6 +13,16 @@ import signal
 from dataclasses import dataclass, field
 
 
+class Phase(enum.Enum):
+    """The master's phase; the pool's meaning depends on it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    PAUSED = "paused"  # WINCH: workers stopped, master kept
+    STOPPING = "stopping"
+
+
 class State(enum.Enum):
     EMPTY = "empty"  # no process; may be waiting out a restart backoff
     STARTING = "starting"  # forked, not yet ready

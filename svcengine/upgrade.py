@@ -18,10 +18,17 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .pool import describe_status
 from .sockets import Listener
+from .timers import Timer
+
+if TYPE_CHECKING:
+    from .master import Master
 
 log = logging.getLogger("svcengine.upgrade")
 
@@ -43,10 +50,87 @@ class Upgrade:
     started_at: float
     state: State = State.RUNNING
     reason: str = ""
-    timer: object | None = field(default=None, repr=False)
+    timer: Timer | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {"pid": self.pid, "state": self.state.value, "reason": self.reason}
+
+
+class Upgrader:
+    """The old master's side of USR2: start the new master, then hand over or roll back."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.current: Upgrade | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.current is not None and self.current.state is State.RUNNING
+
+    def owns(self, pid: int) -> bool:
+        return self.current is not None and pid == self.current.pid
+
+    def begin(self) -> None:
+        m = self.master
+        if self.running:
+            assert self.current is not None
+            log.warning("USR2: an upgrade (new master pid %d) is already running", self.current.pid)
+            return
+        if m.server.upgrading_from is not None:
+            log.warning("USR2 ignored: this master has not yet taken over from its predecessor")
+            return
+        m.server.hooks.call("before_exec", m.server)
+        m.server.pidfile_to_oldbin()
+        argv = command_line(m.cfg.upgrade_command)
+        try:
+            pid = spawn_new_master(argv, m.sockets, m.pid, m.server.start_cwd)
+        except OSError as exc:
+            m.server.pidfile_from_oldbin()
+            self._failed(f"cannot fork: {exc}")
+            return
+        self.current = Upgrade(pid, time.monotonic())
+        self.current.timer = m.timers.after(m.cfg.upgrade_timeout, self._timed_out)
+        log.info("upgrade: started a new master (pid %d): %s", pid, " ".join(argv))
+        m.notify.status(f"{m.status_text()}; upgrading to pid {pid}")
+
+    def _timed_out(self) -> None:
+        if not self.running:
+            return
+        assert self.current is not None
+        self.current.reason = f"not ready within {self.master.cfg.upgrade_timeout:g}s"
+        log.error(
+            "upgrade: new master (pid %d) %s; killing it", self.current.pid, self.current.reason
+        )
+        os.kill(self.current.pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
+
+    def child_exited(self, status: int) -> None:
+        up = self.current
+        assert up is not None
+        if up.state is not State.RUNNING:
+            log.info("former new master (pid %d) %s", up.pid, describe_status(status))
+            return
+        if up.timer is not None:
+            up.timer.cancel()
+        self.master.server.pidfile_from_oldbin()
+        self._failed(up.reason or f"new master (pid {up.pid}) {describe_status(status)}")
+
+    def hand_over(self) -> None:
+        """A graceful stop while an upgrade runs: the new master's go-ahead."""
+        if not self.running:
+            return
+        assert self.current is not None
+        log.info("upgrade: handing over to the new master (pid %d)", self.current.pid)
+        self.current.state = State.HANDED_OVER
+        if self.current.timer is not None:
+            self.current.timer.cancel()
+        self.master.server.handed_over()
+
+    def _failed(self, reason: str) -> None:
+        if self.current is not None:
+            self.current.state = State.FAILED
+            self.current.reason = reason
+        log.error("upgrade failed: %s; this master serves on", reason)
+        self.master.notify.status(f"upgrade failed: {reason}; serving on")
 
 
 def command_line(configured: list[str] | None) -> list[str]:

@@ -1,0 +1,68 @@
+"""How the master describes itself: systemd's STATUS= line and `ctl status`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import _linux, timers
+from .pool import Phase, Pool
+
+if TYPE_CHECKING:
+    from .master import Master
+
+
+def status_text(pool: Pool, phase: Phase) -> str:
+    if phase is Phase.PAUSED:
+        return f"workers stopped on request; {pool.total_restarts} restarts"
+    text = f"{pool.ready_count()}/{pool.target} workers ready; {pool.total_restarts} restarts"
+    if phase is Phase.RELOADING:
+        text += "; reloading"
+    return text
+
+
+def snapshot(master: Master) -> dict[str, Any]:
+    """Everything `svcengine ctl status` shows, as plain data."""
+    now = timers.now()
+    pool = master.pool
+    healthy, why = master.healthy()
+    starting = master.phase is Phase.STARTING
+    workers = []
+    for slot in sorted(pool.slots.values(), key=lambda s: s.worker_id):
+        w = slot.current
+        workers.append(
+            {
+                "id": slot.worker_id,
+                "pid": w.pid if w else None,
+                "state": slot.state.value,
+                "uptime": round(now - w.started_at, 3) if w else None,
+                "restarts": slot.restarts,
+                "last_exit": slot.last_exit,
+                "rss": _linux.rss_bytes(w.pid) if w and w.pid > 0 else None,
+            }
+        )
+    for w in pool.retiring():
+        workers.append(
+            {
+                "id": w.worker_id,
+                "pid": w.pid,
+                "state": "retiring",
+                "uptime": round(now - w.started_at, 3),
+                "restarts": None,
+                "last_exit": None,
+                "rss": _linux.rss_bytes(w.pid) if w.pid > 0 else None,
+            }
+        )
+    upgrade = master.upgrader.current
+    return {
+        "pid": master.pid,
+        "name": master.cfg.name,
+        "phase": master.phase.value,
+        "status": status_text(pool, master.phase),
+        "healthy": healthy and not starting,
+        "health": "starting" if starting else why,
+        "target": pool.target,
+        "restarts": pool.total_restarts,
+        "uptime": round(now - master.started_at, 3),
+        "workers": workers,
+        "upgrade": upgrade.as_dict() if upgrade else None,
+    }
