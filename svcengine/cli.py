@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return ctl.main(argv[1:])
     args = parser().parse_args(argv)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `svcengine mymodule:Job` from its directory, as gunicorn
     overrides = overrides_from(args)
     try:
         cfg = configmod.load(args.config, overrides)

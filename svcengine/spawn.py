@@ -163,6 +163,7 @@ def _exec_spawned(
             "beat_capacity": ctx.heartbeats.capacity,
             "sockets": [s.fileno() for s in ctx.sockets],
             "config": values,
+            "sys_path": sys.path,
             "source": cfg.source,
         }
     )

@@ -24,6 +24,9 @@ def main() -> int:
     spec = json.loads(os.environ.pop(SPAWN_ENV))
     cfg = config.from_mapping(spec["config"], spec["source"])
     logsetup.setup(cfg.log_level)  # fd 2 is already the master's log (file or journal)
+    for entry in reversed(spec["sys_path"]):  # the master's import path, as a fork would have
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     for entry in reversed(cfg.python_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)

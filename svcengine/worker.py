@@ -58,22 +58,27 @@ class Worker:
 
     def wait(self, seconds: float | None = None) -> bool:
         """Sleep up to `seconds`; return at once (True) when asked to stop."""
-        self._runtime.beat()
-        if not self._runtime.stopping:
-            select.select([self._runtime.stop_fd], [], [], seconds)
-        self._runtime.beat()
+        self.wait_readable([], seconds)
         return self._runtime.stopping
 
     def wait_readable(self, fileobjs: list[Any], seconds: float | None = None) -> list[Any]:
         """Wait until some of `fileobjs` are readable; [] on timeout or stop."""
-        self._runtime.beat()
-        if self._runtime.stopping:
+        runtime = self._runtime
+        runtime.beat()
+        if runtime.stopping:
             return []
-        readable, _, _ = select.select([self._runtime.stop_fd, *fileobjs], [], [], seconds)
-        self._runtime.beat()
-        if self._runtime.stopping:
+        poller = select.poll()  # not select(): a worker may well hold fds above 1023
+        poller.register(runtime.stop_fd, select.POLLIN)
+        by_fd = {}
+        for f in fileobjs:
+            fd = f if isinstance(f, int) else f.fileno()
+            by_fd[fd] = f
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if seconds is None else max(0.0, seconds) * 1000)
+        runtime.beat()
+        if runtime.stopping:
             return []
-        return [f for f in readable if f is not self._runtime.stop_fd]
+        return [by_fd[fd] for fd, _ in events if fd in by_fd]
 
     def ready(self) -> None:
         """Tell the master this worker now serves (for ready_on_run = False)."""
