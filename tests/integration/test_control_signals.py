@@ -98,3 +98,23 @@ def test_winch_stops_workers_and_keeps_the_master(service):
     svc.wait_workers(2)
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
+
+
+def test_unicorn_preset_quit_is_graceful_and_term_is_quick(service):
+    svc = service(workers=2, config='signal_map = "unicorn"\n')
+    svc.wait_ready()
+    svc.kill(signal.SIGQUIT)
+    assert svc.wait_exit() == 0
+    assert svc.log_text().count("finished gracefully") == 2
+    assert "graceful stop" in svc.log_text()
+
+
+def test_serverengine_preset_usr2_reloads_the_config(service):
+    svc = service(workers=1, config='signal_map = "serverengine"\n')
+    svc.wait_ready()
+    svc.write_config(2, 'signal_map = "serverengine"\n')
+    svc.kill(signal.SIGUSR2)
+    msg = svc.notify.wait_key("READY", 10, "1")
+    assert msg["STATUS"] == "2/2 workers ready; 0 restarts"
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
