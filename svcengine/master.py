@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("svcengine.master")
 
+EXTEND_START_BY = 30.0  # seconds of start-up granted per worker that becomes ready
+
 
 def _has_terminal() -> bool:
     try:
@@ -277,8 +279,9 @@ class Master:
         self.server.hooks.call("after_worker_ready", self.server, w)
         for old in self.pool.retiring(w.worker_id):
             self._stop_worker(old, signal.SIGTERM)
-        if self.phase is Phase.STARTING and timers.now() - self.started_at > 5:
-            self.notify.extend_timeout(30)  # a slow start that still makes progress
+        if self.phase is Phase.STARTING and self.pool.ready_count() < self.pool.target:
+            # a start that makes progress may take longer than TimeoutStartSec= alone allows
+            self.notify.extend_timeout(EXTEND_START_BY)
         self._update_status()
         self._check_ready()
 

@@ -145,3 +145,15 @@ def test_notifier_sends_utf8_and_never_blocks(tmp_path):
 def test_notifier_without_socket_is_a_no_op():
     n = Notifier({})
     assert not n.enabled and not n.send("READY=1")
+
+
+def test_a_start_in_progress_extends_the_start_timeout(service):
+    svc = service(workers=3)
+    svc.wait_ready()
+    before_ready = svc.notify.messages[
+        : next(i for i, m in enumerate(svc.notify.messages) if m.get("READY") == "1")
+    ]
+    extends = [m for m in before_ready if "EXTEND_TIMEOUT_USEC" in m]
+    assert len(extends) == 2 and extends[0]["EXTEND_TIMEOUT_USEC"] == "30000000"
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
