@@ -764,7 +764,7 @@ class Bench:
     # -- figures 3 and 5: start → ready, and graceful stop --
     def start_stop(self, peer: Peer, n: int) -> None:
         a = self.args
-        starts, stops, rdy, wstops = [], [], [], []
+        starts, stops, rdy, wstops, firsts = [], [], [], [], []
         for _ in range(a.starts):
             inst = Instance(self, peer, n)
             try:
@@ -772,6 +772,8 @@ class Bench:
                 t_exec = inst.exec_ns()
                 t_last = max(m.t_ns for m in ready.values())
                 starts.append((t_last - t_exec) / MS)
+                forks = [p.fork_ns for p in self.col.children(inst.pid)]
+                firsts.append((min(forks) - t_exec) / MS if forks else None)
                 rn = inst.wait_note("READY=1", 5.0)
                 rdy.append((rn - t_exec) / MS if rn else None)
                 if len(starts) == 1 and (blk := sig_masks(inst.pid).get("SigBlk")):
@@ -807,6 +809,15 @@ class Bench:
             statistics.median(ws) if ws else None,
         )
         self.keep(f"ready1_{n}", peer.label, rdy)
+        self.keep(f"fork1_{n}", peer.label, firsts)
+        fs = [x for x in firsts if x is not None]
+        self.put(
+            f"fork1_{n}",
+            f"start: exec → first worker forked ({n} workers), median of {len(fs)} (context)",
+            "ms",
+            peer.name,
+            statistics.median(fs) if fs else None,
+        )
         self.put(
             f"start_{n}",
             f"start: exec → all {n} workers running app code, median of {len(starts)}",
@@ -963,7 +974,7 @@ def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[
         info[pkg] = r.stdout.strip() or "?"
     git = ["git", "-C", str(REPO)]
     r = subprocess.run(
-        [*git, "log", "-1", "--format=%h %cd", "--date=short", rev or "HEAD"],
+        [*git, "log", "-1", "--format=%h %cd", "--date=short", rev or "HEAD", "--", "svcengine"],
         capture_output=True,
         text=True,
     )
@@ -1049,6 +1060,7 @@ ORDER = (
     "orphan_nopds",
     "orphan_master",
     "start_",
+    "fork1_",
     "ready1_",
     "idle_",
     "threads_",
@@ -1091,7 +1103,8 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         f"- python (peers, .venv): {env.get('python', '?')}; bench: {platform.python_version()}",
         f"- background load: before the run {env.get('load_before', '?')}; "
         f"{env.get('load_during', '?')}",
-        f"- svcengine {env.get('svcengine', 'n/a')} at {env.get('commit', '?')}; "
+        f"- svcengine {env.get('svcengine', 'n/a')}, "
+        f"last commit to svcengine/: {env.get('commit', '?')}; "
         f"gunicorn {env.get('gunicorn', 'n/a')} (sync workers, defaults)",
         "",
         "Ratio = svcengine / gunicorn (below 1: svcengine smaller/faster; "
@@ -1140,7 +1153,7 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
             elif fig == "orphan":
                 desc = ", ".join(f"{s['ms']:.1f}" if s["ms"] is not None else ">cap" for s in xs)
                 lines.append(f"- orphans {peer} (ms): {desc}")
-            elif fig.startswith(("start_", "stop_", "wstop_", "ready1_")):
+            elif fig.startswith(("start_", "fork1_", "stop_", "wstop_", "ready1_")):
                 desc = ", ".join(f"{x:.1f}" if x is not None else "—" for x in xs)
                 lines.append(f"- {fig} {peer} (ms): {desc}")
     path.write_text("\n".join(lines) + "\n")
@@ -1220,7 +1233,6 @@ def main() -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
-    t_start = time.monotonic()
     b = Bench(args)
     env = ensure_env(peers, not args.no_install, args.svcengine_rev, b.outdir)
     log(f"versions: {env}; logs in {b.outdir}")
@@ -1233,6 +1245,7 @@ def main() -> int:
             log(f"waiting for a quiet machine: {load}")
             time.sleep(8)
     env["load_before"] = background_load()
+    t_start = time.monotonic()
     log(f"before the run: {env['load_before']}")
     if float(env["load_before"].split("%")[0]) > 10:
         b.note(f"the machine was busy before the run started ({env['load_before']})")
