@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from conftest import wait_gone
+from harness import wait_gone
 
 
 def test_ttin_ttou_change_the_pool(service):

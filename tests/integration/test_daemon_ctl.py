@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import HERE, alive, children_of, wait_for, wait_gone
+from harness import HERE, alive, children_of, wait_for, wait_gone
 
 NOBODY = pwd.getpwnam("nobody")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

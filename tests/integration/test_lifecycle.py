@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import alive, wait_gone
+from harness import alive, wait_gone
 
 
 def test_start_ready_term_exits_zero(service):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import wait_gone
+from harness import wait_gone
 
 
 @pytest.mark.parametrize("pdeathsig", [True, False], ids=["pdeathsig", "life-pipe-only"])

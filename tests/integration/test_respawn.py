@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from conftest import wait_gone
+from harness import wait_gone
 
 
 def _replace(svc, worker_id: int, cause_rx: str, how) -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, alive, wait_for, wait_gone
+from harness import REPO, alive, wait_for, wait_gone
 
 
 class Load:
@@ -96,7 +96,7 @@ class Upgradable:
         return int(self.pid_path.read_text())
 
     def tree(self) -> set[int]:
-        from conftest import children_of
+        from harness import children_of
 
         return {self.pid} | children_of(self.pid)
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 import pytest
-from conftest import children_of, wait_for, wait_gone
+from harness import children_of, wait_for, wait_gone
 
 POOL_TYPES = ["process", "spawn", "thread"]
 
