@@ -562,6 +562,7 @@ class Bench:
         self.errors: list[str] = []
         self.figures: dict[str, Figure] = {}
         self.samples: dict[str, dict[str, list]] = {}
+        self.phase_load: dict[str, float] = {}  # CPU busy %, bench included
 
     def note(self, msg: str) -> None:
         if msg not in self.notes:
@@ -1141,6 +1142,15 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         lines += ["", "## Observations from this run", ""]
         lines += [f"- {n}" for n in b.notes]
         lines += [f"- ERROR: {e}" for e in b.errors]
+    lines += [
+        "",
+        "## Machine load per phase",
+        "",
+        "CPU busy over each phase, as a share of all cores, the bench and its peers included "
+        "(an idle phase of this bench is near 0 %; much more means something else was running):",
+        "",
+        "; ".join(f"{k} {v:.0f}%" for k, v in b.phase_load.items()),
+    ]
     lines += ["", "## Samples", ""]
     for fig, per in b.samples.items():
         for peer, xs in per.items():
@@ -1255,6 +1265,7 @@ def main() -> int:
     labels = [p.name for p in order]
 
     def attempt(what: str, fn, *a):
+        c0 = cpu_times()
         try:
             return fn(*a)
         except KeyboardInterrupt:
@@ -1264,6 +1275,8 @@ def main() -> int:
             b.errors.append(msg)
             log("ERROR " + msg)
             return None
+        finally:
+            b.phase_load[what] = busy(c0, cpu_times())
 
     rc = 0
     try:
