@@ -14,8 +14,6 @@ import os
 import sys
 from collections.abc import Callable
 
-import daemon as python_daemon
-
 
 class Readiness:
     """The daemon's end of the readiness pipe; a no-op in the foreground."""
@@ -49,6 +47,8 @@ def launch(
     working_directory: str = "/",
 ) -> int:
     """In the launcher: fork, daemonize the child, wait for its verdict."""
+    import daemon as python_daemon  # only a daemonizing start pays for this import
+
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
