@@ -1028,6 +1028,19 @@ def background_load(seconds: float = 2.0) -> str:
     return f"{busy(a, b):.0f}% CPU busy over {seconds:g} s, loadavg {la}"
 
 
+def wait_quiet(limit: float) -> None:
+    """Wait up to ``limit`` s for the machine to be < 15 % busy over 2 s."""
+    if limit <= 0:
+        return
+    deadline = time.monotonic() + limit
+    while (load := background_load()) and float(load.split("%")[0]) > 15:
+        if time.monotonic() > deadline:
+            log(f"still busy after {limit:g} s: {load}; going on")
+            return
+        log(f"waiting for a quiet machine: {load}")
+        time.sleep(3)
+
+
 def machine() -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -1195,7 +1208,8 @@ def main() -> int:
         type=float,
         default=0,
         metavar="S",
-        help="first wait up to S s for the machine to be < 15%% CPU busy",
+        help="wait up to S s (before each figure: up to 60 s) for the machine to be "
+        "< 15%% CPU busy",
     )
     ap.add_argument(
         "--gunicorn-args",
@@ -1246,14 +1260,7 @@ def main() -> int:
     b = Bench(args)
     env = ensure_env(peers, not args.no_install, args.svcengine_rev, b.outdir)
     log(f"versions: {env}; logs in {b.outdir}")
-    if args.wait_quiet > 0:
-        deadline = time.monotonic() + args.wait_quiet
-        while (load := background_load()) and float(load.split("%")[0]) > 15:
-            if time.monotonic() > deadline:
-                log(f"still busy after --wait-quiet {args.wait_quiet:g}: {load}; going on")
-                break
-            log(f"waiting for a quiet machine: {load}")
-            time.sleep(8)
+    wait_quiet(args.wait_quiet)
     env["load_before"] = background_load()
     t_start = time.monotonic()
     log(f"before the run: {env['load_before']}")
@@ -1265,6 +1272,7 @@ def main() -> int:
     labels = [p.name for p in order]
 
     def attempt(what: str, fn, *a):
+        wait_quiet(min(args.wait_quiet, 60.0))
         c0 = cpu_times()
         try:
             return fn(*a)
