@@ -80,7 +80,7 @@ class Master:
             frozenset(cfg.unrecoverable_exit_codes),
         )
         self.commands = PRESETS[cfg.signal_map]
-        self.wakeups = 0  # loop turns, for tests and `ctl status`
+        self.wakeups = 0  # loop turns, shown by `ctl status --json`
         self.failure: str | None = None  # why the master gave up, for the daemon launcher
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)

@@ -63,6 +63,7 @@ def snapshot(master: Master) -> dict[str, Any]:
         "target": pool.target,
         "restarts": pool.total_restarts,
         "uptime": round(now - master.started_at, 3),
+        "loop_turns": master.wakeups,  # an idle master's stays put: it sleeps until an event
         "workers": workers,
         "upgrade": upgrade.as_dict() if upgrade else None,
     }
