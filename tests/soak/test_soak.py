@@ -3,6 +3,7 @@
     .venv/bin/pytest tests/soak                                  # the short run (90 s), in CI
     SVC_SOAK_SECONDS=1800 .venv/bin/pytest tests/soak -m soak -s # a long one
     SVC_SOAK_SEED=1234 ...                                       # replay a schedule
+    SVC_SOAK_PYTHON=/other/venv/bin/python ...                   # soak another installation
 
 The schedule is drawn from random.Random(seed) (printed; from SVC_SOAK_SEED or the clock): the
 first steps are every fault kind once, in a seeded order, then weighted draws until the time is
@@ -104,6 +105,8 @@ class Soak:
         self.t_start = time.monotonic()
         self.nproc = ""  # the master's RLIMIT_NPROC, as /proc/PID/limits shows it
         self.timeline: list[tuple[float, int, str]] = []  # (start, step, kind)
+        self.last_status: dict = {}  # what ctl status said last, and the master's children
+        self.last_kids: dict[int, str] = {}
 
     # --- observing --------------------------------------------------------------------------
     def _converged(self) -> dict | None:
@@ -134,8 +137,7 @@ class Soak:
 
     def converge(self) -> dict:
         """The pool is whole again: ctl status and /proc agree, nothing left to reap."""
-        self.last_status: dict = {}
-        self.last_kids: dict[int, str] = {}
+        self.last_status, self.last_kids = {}, {}
         assert alive(self.master), f"the master {self.master} is gone"
         try:
             st = wait_for("converged", self._converged, CONVERGE, step=0.05)
