@@ -652,6 +652,14 @@ class Bench:
                 alive[m.pid] = m.t_ns
                 inst.reap_orphans()
             self.keep("respawn", peer.label, samples)
+            xs = [s["exit_ms"] for s in samples if s["exit_ms"] is not None]
+            self.put(
+                "respawn_exit",
+                f"respawn: SIGKILL worker → killed worker gone, median of {len(xs)} (context)",
+                "ms",
+                peer.name,
+                statistics.median(xs) if xs else None,
+            )
             for what, title in (("fork_ms", "forked"), ("ready_ms", "running app code")):
                 xs = [s[what] for s in samples if s[what] is not None]
                 for q, qn in ((0.5, "median"), (0.95, "p95")):
@@ -829,7 +837,8 @@ class Bench:
         r = [x for x in rdy if x is not None]
         self.put(
             f"ready1_{n}",
-            f"start: exec → sd_notify READY=1 ({n} workers), median of {len(starts)}",
+            f"start: exec → READY=1 on NOTIFY_SOCKET ({n} workers; gunicorn sends it before "
+            f"forking), median of {len(starts)}",
             "ms",
             peer.name,
             statistics.median(r) if r else None,
@@ -1068,6 +1077,7 @@ def machine() -> dict[str, str]:
 
 
 ORDER = (
+    "respawn_exit",
     "respawn_fork",
     "respawn_ready",
     "orphan_",
