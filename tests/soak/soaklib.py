@@ -1,7 +1,7 @@
 """What the soak runs and how it looks at it: the service, its processes, its log, the load.
 
-Processes are named by (pid, starttime) where a pid could have been reused during a long run;
-exits are waited for with pidfds; everything else is re-checked up to a deadline.
+Exits are waited for with pidfds (harness.wait_gone, shared with tests/integration); everything
+else is re-checked up to a deadline.
 """
 
 from __future__ import annotations
@@ -9,42 +9,37 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import select
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from svcengine import control
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.append(str(REPO / "tests" / "integration"))
+from harness import alive as alive  # noqa: E402  the real-process tests' own helpers
+from harness import wait_for as wait_for  # noqa: E402
+from harness import wait_gone as wait_gone  # noqa: E402
+
 # the service's interpreter: this one (the checkout), or another installation to soak
 PYTHON = os.environ.get("SVC_SOAK_PYTHON") or sys.executable
-T = TypeVar("T")
 
 
 # --- processes ------------------------------------------------------------------------------
-def stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, starttime) from /proc/PID/stat, or None once it is gone."""
+def state(pid: int) -> str | None:
+    """The state letter in /proc/PID/stat (Z: a zombie), or None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
-def alive(pid: int) -> bool:
-    st = stat(pid)
-    return st is not None and st[0] != "Z"
+    return data[data.rfind(b")") + 2 :].split()[0].decode()
 
 
 def children(pid: int) -> dict[int, str]:
@@ -61,9 +56,9 @@ def children(pid: int) -> dict[int, str]:
         except OSError:
             continue
         for kid in kids:
-            st = stat(kid)
-            if st is not None:
-                out[kid] = st[0]
+            letter = state(kid)
+            if letter is not None:
+                out[kid] = letter
     return out
 
 
@@ -110,42 +105,6 @@ def rss_kib(pid: int) -> int:
     return int(m.group(1))
 
 
-def wait_gone(pids: set[int] | list[int], timeout: float) -> set[int]:
-    """Wait for every pid to exit (its pidfd turns readable); return those still alive."""
-    fds: dict[int, int] = {}
-    for pid in pids:
-        try:
-            fds[os.pidfd_open(pid)] = pid
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + timeout
-    try:
-        while fds:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            readable, _, _ = select.select(list(fds), [], [], left)
-            for fd in readable:
-                os.close(fd)
-                del fds[fd]
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return {p for p in fds.values() if alive(p)}
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float, step: float = 0.02) -> T:
-    """Re-check a condition that has no event of its own until it holds, up to a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout} s")
-        time.sleep(step)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,7 +139,7 @@ class LogFile:
     def wait(self, pattern: str, timeout: float) -> re.Match:
         rx = re.compile(pattern, re.M)
         try:
-            return wait_for(f"/{pattern}/ logged", lambda: rx.search(self.since_mark()), timeout)
+            return wait_for(lambda: rx.search(self.since_mark()), timeout, f"/{pattern}/ logged")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; since the mark:\n{self.since_mark()[-3000:]}") from None
 
@@ -255,7 +214,7 @@ class Load:
     def wait_progress(self, requests: int, timeout: float) -> None:
         """Wait until `requests` more have succeeded: the service serves."""
         target = self.ok + requests
-        wait_for(f"{requests} more successful requests", lambda: self.ok >= target, timeout)
+        wait_for(lambda: self.ok >= target, timeout, f"{requests} more successful requests")
 
     def stop(self) -> None:
         self._stop.set()

@@ -140,7 +140,7 @@ class Soak:
         self.last_status, self.last_kids = {}, {}
         assert alive(self.master), f"the master {self.master} is gone"
         try:
-            st = wait_for("converged", self._converged, CONVERGE, step=0.05)
+            st = wait_for(self._converged, CONVERGE, "the pool to converge", step=0.05)
         except AssertionError:
             raise AssertionError(
                 f"pool of {self.target} not back within {CONVERGE} s; master {self.master} "
@@ -190,7 +190,7 @@ class Soak:
     def _command(self, command: str, outcome: str) -> None:
         wid, pid = self.victim()
         sock = self.svc.cmd_dir / f"{pid}.sock"
-        wait_for(f"worker {wid}'s command socket", sock.exists, 10)
+        wait_for(sock.exists, 10, f"worker {wid}'s command socket")
         self.svc.log.mark()
         t0 = time.monotonic()
         self.svc.send(pid, command)
@@ -250,7 +250,7 @@ class Soak:
         tree = [self.master, *self.workers().values()]
         self.svc.log.wait(r"reopened log file; telling workers", 10)
         try:
-            wait_for("the pool off the old log file", lambda: not holders(tree, old_inode), 10)
+            wait_for(lambda: not holders(tree, old_inode), 10, "the pool off the old log file")
         except AssertionError as exc:
             raise AssertionError(f"{exc}: still open: {holders(tree, old_inode)}") from None
         for pid in self.workers().values():
