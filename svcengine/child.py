@@ -141,15 +141,21 @@ class Runtime:
         except BlockingIOError:
             return
         for signum in data:
-            if signum in STOP_SIGNALS:
-                self.request_stop(f"signal {signal.Signals(signum).name}")
-            elif signum in QUICK_SIGNALS:
-                finish(0)
-            elif signum == signal.SIGHUP:
-                try:
-                    self._on_reload()
-                except Exception:
-                    log.exception("reload() raised")
-            elif signum == signal.SIGUSR1:
+            try:
+                self._act(signum)
+            except Exception:  # the watcher must outlive any one failure
+                log.exception("handling signal %d", signum)
+
+    def _act(self, signum: int) -> None:
+        if signum in STOP_SIGNALS:
+            self.request_stop(f"signal {signal.Signals(signum).name}")
+        elif signum in QUICK_SIGNALS:
+            finish(0)
+        elif signum == signal.SIGHUP:
+            self._on_reload()
+        elif signum == signal.SIGUSR1:
+            try:
                 logsetup.reopen(self.config.log)
                 log.info("reopened log file")
+            except OSError as exc:  # keeps writing to the file it has
+                log.error("cannot reopen the log file %s: %s", self.config.log, exc.strerror)

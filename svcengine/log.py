@@ -71,13 +71,23 @@ def _open_log(path: str) -> None:
         os.close(fd)
 
 
+def _is_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def setup(level: str = "info", path: str | None = None) -> logging.Logger:
     """Configure the root logger to write to fd 2 (and fd 2 to `path`, if set)."""
     global _saved_stderr
     if path:
         sys.stdout.flush()
         sys.stderr.flush()
-        if _saved_stderr is None:
+        if _saved_stderr is None and not _is_file(2, path):
+            # fd 2 is a terminal or a unit's stream: keep it for start-up errors. (After an
+            # upgrade it already is our log file, and keeping it would pin a rotated file.)
             _saved_stderr = os.dup(2)
             os.set_inheritable(_saved_stderr, False)
         _open_log(path)

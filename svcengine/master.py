@@ -418,8 +418,11 @@ class Master:
             for w in self.pool.current():
                 self._kill(w.pid, signal.SIGQUIT)
         elif command is Command.REOPEN_LOGS:
-            logsetup.reopen(self.cfg.log)
-            log.info("reopened log file; telling workers")
+            try:
+                logsetup.reopen(self.cfg.log)
+                log.info("reopened log file; telling workers")
+            except OSError as exc:  # keeps writing to the file it has
+                log.error("cannot reopen the log file %s: %s", self.cfg.log, exc.strerror)
             for w in self.pool.workers():
                 self._kill(w.pid, signal.SIGUSR1)
         elif command is Command.INCREMENT:

@@ -125,6 +125,7 @@ class Server:
     def announce_ready(self) -> None:
         """READY has been sent: release a daemon launcher, or the master we replace."""
         self.readiness.ready()
+        logsetup.forget_saved_stderr()  # start-up is over: errors go to the log alone
         old = self.upgrading_from
         if old is None:
             return

@@ -117,6 +117,11 @@ class Notifier:
             if w >= 0:
                 os.close(w)
 
+    def disable(self) -> None:
+        """Say nothing more to systemd (an old master after handing over)."""
+        self.close()
+        self.address = None
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

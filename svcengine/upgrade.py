@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import selectors
 import signal
 import sys
 import time
@@ -90,8 +91,26 @@ class Upgrader:
             return
         self.current = Upgrade(pid, time.monotonic())
         self.current.timer = m.timers.after(m.cfg.upgrade_timeout, self._timed_out)
+        self._watch_exit(pid)
         log.info("upgrade: started a new master (pid %d): %s", pid, " ".join(argv))
         m.notify.status(f"{m.status_text()}; upgrading to pid {pid}")
+
+    def _watch_exit(self, pid: int) -> None:
+        """The new master is not our child (double fork): a pidfd tells us when it exits."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.child_exited(None)
+            return
+        selector = self.master.selector
+
+        def on_exit(_fd: int) -> None:
+            selector.unregister(fd)
+            os.close(fd)
+            if self.owns(pid):
+                self.child_exited(None)
+
+        selector.register(fd, selectors.EVENT_READ, on_exit)
 
     def _timed_out(self) -> None:
         if not self.running:
@@ -103,16 +122,18 @@ class Upgrader:
         )
         os.kill(self.current.pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
 
-    def child_exited(self, status: int) -> None:
+    def child_exited(self, status: int | None) -> None:
+        """The new master exited (status None: seen through its pidfd, not waitpid)."""
         up = self.current
         assert up is not None
+        how = "exited" if status is None else describe_status(status)
         if up.state is not State.RUNNING:
-            log.info("former new master (pid %d) %s", up.pid, describe_status(status))
+            log.info("former new master (pid %d) %s", up.pid, how)
             return
         if up.timer is not None:
             up.timer.cancel()
         self.master.server.pidfile_from_oldbin()
-        self._failed(up.reason or f"new master (pid {up.pid}) {describe_status(status)}")
+        self._failed(up.reason or f"new master (pid {up.pid}) {how} before it was ready")
 
     def hand_over(self) -> None:
         """A graceful stop while an upgrade runs: the new master's go-ahead."""
@@ -123,6 +144,8 @@ class Upgrader:
         self.current.state = State.HANDED_OVER
         if self.current.timer is not None:
             self.current.timer.cancel()
+        # systemd now follows the new master: a STOPPING=1 from us would stop the unit
+        self.master.notify.disable()
         self.master.server.handed_over()
 
     def _failed(self, reason: str) -> None:
@@ -141,16 +164,42 @@ def command_line(configured: list[str] | None) -> list[str]:
 
 
 def spawn_new_master(argv: list[str], listeners: list[Listener], old_pid: int, cwd: str) -> int:
-    """Fork; the child execs argv with the sockets at fds 3.. (socket activation)."""
+    """Double-fork; the grandchild execs argv with the sockets at fds 3.. (socket activation).
+
+    The double fork makes the new master a child of init (systemd) from the start:
+    systemd 252 marks a MAINPID= that is not its own child as "alien" and then
+    never waits for it on stop, so `systemctl stop` would skip the graceful part.
+    """
+    r, w = os.pipe2(os.O_CLOEXEC)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()))
     try:
-        pid = os.fork()
+        middle = os.fork()
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(r)
+        os.close(w)
         raise
-    if pid != 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        return pid
+    if middle == 0:
+        try:
+            os.close(r)
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                _exec_new_master(argv, listeners, old_pid, cwd)
+            os.write(w, str(pid).encode())
+        finally:
+            os._exit(0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(w)
+    os.waitpid(middle, 0)
+    data = os.read(r, 32)
+    os.close(r)
+    if not data.isdigit():
+        raise OSError("the new master could not be forked")
+    return int(data)
+
+
+def _exec_new_master(argv: list[str], listeners: list[Listener], old_pid: int, cwd: str) -> None:
     try:
         signal.set_wakeup_fd(-1)
         for signum in signal.valid_signals():
@@ -183,7 +232,6 @@ def spawn_new_master(argv: list[str], listeners: list[Listener], old_pid: int, c
         traceback.print_exc()
     finally:
         os._exit(127)
-    return -1  # not reached
 
 
 def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
