@@ -836,10 +836,15 @@ class Bench:
             statistics.median(starts),
         )
         r = [x for x in rdy if x is not None]
+        if len(r) < len(rdy):
+            self.note(
+                f"{peer.label}: READY=1 never reached the bench's NOTIFY_SOCKET (waited 5 s after "
+                f"all {n} workers ran) in {len(rdy) - len(r)} of {len(rdy)} starts"
+            )
         self.put(
             f"ready1_{n}",
             f"start: exec → READY=1 on NOTIFY_SOCKET ({n} workers; gunicorn sends it before "
-            f"forking), median of {len(starts)}",
+            f"forking), median of {len(r)}",
             "ms",
             peer.name,
             statistics.median(r) if r else None,
