@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Draw docs/benchmarks.png: svcengine vs Gunicorn, grouped bars.
+
+    .venv/bin/python bench/chart.py [--run bench/out/STAMP/results.json]
+                                     [--more docs/benchmarks-more.json] [--output PNG]
+
+Reads the results bench/run.py leaves in bench/out/<stamp>/results.json (default:
+the newest one holding both peers' 64-worker start) and the JSON bench/more.py
+writes (default: docs/benchmarks-more.json, else the newest bench/out/more-*.json).
+Needs matplotlib (the project's `bench` extra: .venv/bin/pip install matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PEERS = ("svcengine", "gunicorn")
+COLORS = {"svcengine": "#1f77b4", "gunicorn": "#ff7f0e"}
+
+
+def parse(v) -> tuple[float | None, str]:
+    """run.py keeps formatted strings: '143', '>14750' (capped), 'n/a', '—'."""
+    if v is None:
+        return None, ""
+    if isinstance(v, int | float):
+        return float(v), ""
+    s = str(v).strip()
+    mark = s[0] if s[:1] in "<>" else ""
+    try:
+        return float(s.lstrip("<>")), mark
+    except ValueError:
+        return None, ""
+
+
+def newest_run_results() -> Path | None:
+    for p in sorted(BENCH.glob("out/*/results.json"), reverse=True):
+        try:
+            figs = json.loads(p.read_text()).get("figures", {})
+        except (OSError, ValueError):
+            continue
+        if all(parse(figs.get("start_64", {}).get(peer))[0] for peer in PEERS):
+            return p
+    return None
+
+
+def default_more() -> Path | None:
+    doc = REPO / "docs" / "benchmarks-more.json"
+    if doc.exists():
+        return doc
+    found = sorted(BENCH.glob("out/more-*.json"), reverse=True)
+    return found[0] if found else None
+
+
+def fmt(v: float | None, mark: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if v == 0:
+        return "0"
+    if v >= 1000:
+        s = f"{v / 1000:.1f}k" if v < 100_000 else f"{v / 1000:.0f}k"
+    elif v >= 100:
+        s = f"{v:.0f}"
+    elif v >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.3g}" if v < 1 else f"{v:.1f}"
+    return mark + s
+
+
+def bars(
+    ax,
+    groups: list[tuple[str, dict[str, tuple[float | None, str]]]],
+    *,
+    log: bool,
+    title: str,
+    ylabel: str,
+    series=PEERS,
+    colors=None,
+) -> None:
+    """groups: [(label, {series: (value, mark)})]. Zeros and n/a are annotated."""
+    import numpy as np
+
+    colors = colors or COLORS
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    vals = [v for _, d in groups for v, _ in d.values() if v]
+    top = max(vals) if vals else 1.0
+    floor = min(vals) / 3 if (log and vals) else 0.0
+    for i, name in enumerate(series):
+        xs = x + (i - (len(series) - 1) / 2) * width
+        ys = []
+        for _, d in groups:
+            v, _ = d.get(name, (None, ""))
+            ys.append(v if v else (floor if log else 0.0))
+        ax.bar(xs, ys, width * 0.95, label=name, color=colors[name], zorder=2)
+        for xx, (_, d) in zip(xs, groups, strict=True):
+            v, mark = d.get(name, (None, ""))
+            y = v if v else (floor if log else 0.0)
+            ax.annotate(
+                fmt(v, mark),
+                (xx, y),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    ax.set_xticks(x, [g for g, _ in groups], fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(floor / 1.5 if floor else None, top * 4)
+    else:
+        ax.set_ylim(0, top * 1.18 if top else 1)
+    ax.legend(fontsize=8, loc="best")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, help="bench/run.py's results.json")
+    ap.add_argument("--more", type=Path, help="bench/more.py's JSON")
+    ap.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.png")
+    args = ap.parse_args()
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("matplotlib missing: .venv/bin/pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_path = args.run.resolve() if args.run else newest_run_results()
+    more_path = args.more.resolve() if args.more else default_more()
+    if run_path is None and more_path is None:
+        raise SystemExit("no results: run bench/run.py and/or bench/more.py first")
+    figs = json.loads(run_path.read_text())["figures"] if run_path else {}
+    more = json.loads(more_path.read_text()) if more_path else {}
+    rows = more.get("rows", {})
+
+    def r(key: str) -> dict[str, tuple[float | None, str]]:
+        return {p: parse(figs.get(key, {}).get(p)) for p in PEERS}
+
+    def m(key: str) -> dict[str, tuple[float | None, str]]:
+        vals = rows.get(key, {}).get("values", {})
+        return {p: parse(vals.get(p)) for p in PEERS}
+
+    def present(groups):
+        return [g for g in groups if any(v is not None for v, _ in g[1].values())]
+
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
+    big = next((k.split("_")[1] for k in rows if k.startswith("start_")), "256")
+
+    bars(
+        axes[0][0],
+        present(
+            [
+                ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
+                ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
+                ("start,\n4 workers", r("start_4")),
+                ("start,\n64 workers", r("start_64")),
+                (f"start,\n{big} workers\n(more.py)", m(f"start_{big}")),
+            ]
+        ),
+        log=True,
+        title="Respawn and start: time until workers run app code\n"
+        "(ms, log scale; lower is better)",
+        ylabel="ms (log)",
+    )
+    bars(
+        axes[0][1],
+        present(
+            [
+                ("graceful stop,\n4 workers", r("wstop_4")),
+                ("graceful stop,\n64 workers", r("wstop_64")),
+                (f"graceful stop,\n{big} workers\n(more.py)", m(f"stop_{big}")),
+                ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
+            ]
+        ),
+        log=True,
+        title="Stop: SIGTERM / SIGKILL master → last worker gone\n(ms, log scale; lower is better)",
+        ylabel="ms (log)",
+    )
+    idle = present(
+        [
+            ("CPU ms per 10 s,\n4 workers", r("idle_cpu_4")),
+            ("CPU ms per 10 s,\n64 workers", r("idle_cpu_64")),
+            ("wakeups/s,\n4 workers", r("idle_wake_4")),
+            ("wakeups/s,\n64 workers", r("idle_wake_64")),
+        ]
+    )
+    bars(
+        axes[0][2],
+        idle,
+        log=False,
+        title="Idle master: CPU (ms per 10 s) and wakeups per second\n(lower is better)",
+        ylabel="ms per 10 s / wakeups per s",
+    )
+    runs = sorted(k for k in rows if k.startswith("upgrade_failed_") and k[-1].isdigit())
+    up_groups = []
+    for k in [*runs, "upgrade_failed_total"]:
+        if k not in rows:
+            continue
+        of = rows[k].get("of", {})
+        label = "all runs" if k.endswith("total") else f"run {k.rsplit('_', 1)[1]}"
+        tot = " / ".join(f"{of.get(p, '?')}" for p in PEERS)
+        up_groups.append((f"{label}\n(of {tot})", m(k)))
+    bars(
+        axes[1][0],
+        up_groups,
+        log=False,
+        title="Hot upgrade under load: failed requests\n"
+        "(count; 8 clients, 4 workers; 'of' = requests sent, svcengine / gunicorn)",
+        ylabel="failed requests",
+    )
+    bars(
+        axes[1][1],
+        present(
+            [
+                ("master RSS", m("mem_master_rss")),
+                ("master PSS", m("mem_master_pss")),
+                ("PSS per\nworker (mean)", m("mem_worker_pss")),
+                ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
+            ]
+        ),
+        log=False,
+        title="Memory, 4 idle hello-world HTTP workers\n"
+        "(MiB, /proc/PID/smaps_rollup; lower is better)",
+        ylabel="MiB",
+    )
+    pss = more.get("samples", {}).get("pss_py", {}).get("values", {})
+    if pss:
+        groups = [
+            (
+                k.replace(" (MiB)", "").replace(", ", ",\n"),
+                {"off": (v["off"], ""), "on": (v["on"], "")},
+            )
+            for k, v in pss.items()
+        ]
+        bars(
+            axes[1][2],
+            groups,
+            log=False,
+            title="svcengine `preload` (bench/pss.py, 4 workers of bench/apps/heavy.py)\n"
+            "(MiB PSS; lower is better)",
+            ylabel="MiB",
+            series=("off", "on"),
+            colors={"off": "#9ecae1", "on": "#08519c"},
+        )
+        axes[1][2].legend(["preload off", "preload on"], fontsize=8, loc="upper left")
+    else:
+        axes[1][2].set_axis_off()
+
+    src = []
+    if run_path:
+        src.append(f"bench/run.py: {run_path.relative_to(REPO)}")
+    if more_path:
+        src.append(
+            f"bench/more.py: {more_path.relative_to(REPO)} ({more.get('date', '?')}, "
+            f"`{more.get('command', '?')}`)"
+        )
+    mach = more.get("machine", {})
+    ver = more.get("versions", {})
+    if mach:
+        src.append(
+            f"machine: {mach.get('nproc')} CPUs ({mach.get('cpu')}), kernel {mach.get('kernel')}; "
+            f"svcengine {ver.get('svcengine')}, gunicorn {ver.get('gunicorn')} (sync workers)"
+        )
+    fig.suptitle("svcengine vs Gunicorn, same machine, one run each", fontsize=13)
+    fig.text(0.01, 0.005, "\n".join(src), fontsize=7, va="bottom", ha="left", color="#444")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output, dpi=110)
+    print(f"wrote {args.output} from {', '.join(src[:2])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
