@@ -225,7 +225,9 @@ def main() -> int:
                 ("master RSS", m("mem_master_rss")),
                 ("master PSS", m("mem_master_pss")),
                 ("PSS per\nworker (mean)", m("mem_worker_pss")),
+                ("PSS per worker,\nsvcengine with\npreload = true", m("mem_worker_pss_preload")),
                 ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
+                ("total PSS,\nsvcengine with\npreload = true", m("mem_total_pss_preload")),
             ]
         ),
         log=False,

@@ -725,15 +725,24 @@ class More:
             )
 
     # -- figure 3: memory --
-    def mem_svcengine(self) -> dict[str, float]:
-        d = self.newdir("svc-mem")
+    def mem_svcengine(self, variant: str = "http") -> dict[str, float]:
+        """variant: "http" (examples/http_worker.py as is), "http_preload" (the same with
+        `preload = true`), "idle" (bench/apps/idle.py: no HTTP code at all)."""
+        d = self.newdir(f"svc-mem-{variant}")
         notify = Inbox(str(d / "n.sock"))
         cfg = d / "svcengine.toml"
-        cfg.write_text(
-            f'worker = "http_worker:HttpWorker"\nworkers = 4\n'
-            f'listen = ["127.0.0.1:{free_port()}"]\n'
-            f"python_path = [{json.dumps(str(EXAMPLES))}]\n"
-        )
+        if variant == "idle":
+            cfg.write_text(
+                'worker = "idle:IdleWorker"\nworkers = 4\n'
+                f"python_path = [{json.dumps(str(APPS))}]\n"
+            )
+        else:
+            cfg.write_text(
+                f'worker = "http_worker:HttpWorker"\nworkers = 4\n'
+                f'listen = ["127.0.0.1:{free_port()}"]\n'
+                f"python_path = [{json.dumps(str(EXAMPLES))}]\n"
+                + ("preload = true\n" if variant == "http_preload" else "")
+            )
         argv = [str(SVC), "--foreground", "--config", str(cfg), "--log", str(d / "svcengine.log")]
         out = open(d / "output.log", "wb")  # noqa: SIM115
         p = None
@@ -792,7 +801,12 @@ class More:
 
     def memory(self) -> None:
         res = {}
-        for peer, fn in (("svcengine", self.mem_svcengine), ("gunicorn", self.mem_gunicorn)):
+        for peer, fn in (
+            ("svcengine", self.mem_svcengine),
+            ("gunicorn", self.mem_gunicorn),
+            ("svcengine preload", lambda: self.mem_svcengine("http_preload")),
+            ("svcengine idle", lambda: self.mem_svcengine("idle")),
+        ):
             try:
                 res[peer] = fn()
                 log(f"memory {peer}: {fmt_mem(res[peer])}")
@@ -800,6 +814,8 @@ class More:
                 self.errors.append(f"memory {peer}: {type(e).__name__}: {e}")
                 log("ERROR " + self.errors[-1])
         self.samples["memory"] = res
+        variants = {k: v for k, v in res.items() if k.startswith("svcengine ")}
+        res = {k: v for k, v in res.items() if k in ("svcengine", "gunicorn")}
         for key, title in (
             ("master_rss", "memory, 4 idle HTTP workers: master RSS"),
             ("master_pss", "memory, 4 idle HTTP workers: master PSS"),
@@ -809,6 +825,36 @@ class More:
         ):
             for peer, m in res.items():
                 self.put(f"mem_{key}", title, "MiB", peer, m[key])
+        # Context: examples/http_worker.py imports http.server (and email, html, ...) in
+        # each worker after the fork; gunicorn's own HTTP code is imported by its master
+        # before it forks. Same gunicorn instance in the gunicorn column.
+        for variant, what in (
+            (
+                "svcengine preload",
+                "svcengine with `preload = true` (http.server imported "
+                "before the fork, as gunicorn's HTTP code is)",
+            ),
+            (
+                "svcengine idle",
+                "svcengine running bench/apps/idle.py (no HTTP code; no listening socket)",
+            ),
+        ):
+            if variant not in variants:
+                continue
+            for key, what_key in (
+                ("worker_pss", "PSS per worker, mean"),
+                ("total_pss", "total PSS"),
+            ):
+                k = f"mem_{key}_{variant.split()[1]}"
+                self.put(
+                    k,
+                    f"memory, 4 idle workers: {what_key}, {what} (context)",
+                    "MiB",
+                    "svcengine",
+                    variants[variant][key],
+                )
+                if "gunicorn" in res:
+                    self.put(k, "", "MiB", "gunicorn", res["gunicorn"][key])
 
     def preload(self) -> None:
         """bench/pss.py as it is (svcengine only): preload off vs on."""
@@ -1015,6 +1061,18 @@ def busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float:
     return 100.0 * (b[0] - a[0]) / max(1, b[1] - a[1])
 
 
+def wait_quiet(limit: float, quiet: float = 15.0) -> float:
+    """Wait up to `limit` s until the machine is < `quiet` % busy over 2 s; return the last %."""
+    deadline = time.monotonic() + limit
+    while True:
+        a = cpu_busy()
+        time.sleep(2)
+        pct = busy_pct(a, cpu_busy())
+        if pct < quiet or time.monotonic() >= deadline:
+            return pct
+        log(f"machine {pct:.0f}% busy (something else is running); waiting up to {limit:.0f} s")
+
+
 def ensure_env(install: bool) -> None:
     if not VPY.exists():
         raise SystemExit(f"{VENV} missing: run ./dev test first")
@@ -1040,6 +1098,13 @@ def main() -> int:
     ap.add_argument("--big", type=int, default=256, help="workers for the start figure (256)")
     ap.add_argument("--settle", type=float, default=1.0, help="s idle before stop / memory (1)")
     ap.add_argument("--only", default="", help="comma list: upgrade,start,memory,pss,ruby")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S s for the machine to be < 15%% CPU busy before starting",
+    )
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks-more.md"))
     ap.add_argument("--no-write", action="store_true", help="print only (JSON still in bench/out)")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
@@ -1071,27 +1136,35 @@ def main() -> int:
     b = More(args, tracker)
     env = versions()
     log(f"versions {env}; logs in {b.outdir}")
-    c0 = cpu_busy()
-    time.sleep(2)
-    load_before = busy_pct(c0, cpu_busy())
+    load_before = wait_quiet(args.wait_quiet)
+    if load_before > 15:
+        b.note(f"the machine was {load_before:.0f}% busy just before the run started")
     t_start = time.monotonic()
     c1 = cpu_busy()
     rc = 0
     ruby_msg = ""
     b.pss_table = []
+    phase_load: dict[str, float] = {}
+
+    def phase(name: str, fn) -> None:
+        c = cpu_busy()
+        try:
+            fn()
+        except Exception as e:
+            b.errors.append(f"{name}: {type(e).__name__}: {e}")
+            log("ERROR " + b.errors[-1])
+        finally:
+            phase_load[name] = round(busy_pct(c, cpu_busy()), 1)
+
     try:
         if "upgrade" in only:
-            b.upgrades()
+            phase("upgrade", b.upgrades)
         if "start" in only:
-            b.starts()
+            phase("start", b.starts)
         if "memory" in only:
-            b.memory()
+            phase("memory", b.memory)
         if "pss" in only:
-            try:
-                b.preload()
-            except Exception as e:
-                b.errors.append(f"bench/pss.py: {type(e).__name__}: {e}")
-                log("ERROR " + b.errors[-1])
+            phase("bench/pss.py", b.preload)
         if "ruby" in only:
             ruby_msg = b.ruby()
     except KeyboardInterrupt:
@@ -1128,7 +1201,12 @@ def main() -> int:
         "took_s": round(took, 1),
         "machine": m,
         "versions": env,
-        "load": {"before_pct": round(load_before, 1), "during_pct": round(load_during, 1)},
+        "load": {
+            "before_pct": round(load_before, 1),
+            "during_pct": round(load_during, 1),
+            "phases_pct": phase_load,
+            "loadavg_end": open("/proc/loadavg").read().split()[0],
+        },
         "rows": b.rows,
         "samples": b.samples,
         "pss_table": b.pss_table,
@@ -1165,7 +1243,11 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         + (" (svcengine/ had uncommitted edits)" if v["dirty"] == "yes" else "")
         + f"; gunicorn {v['gunicorn']} (sync workers, defaults)",
         f"- CPU busy (all cores, bench included): {res['load']['before_pct']:.0f}% in the 2 s "
-        f"before, {res['load']['during_pct']:.0f}% over the run",
+        f"before, {res['load']['during_pct']:.0f}% over the run ("
+        + ", ".join(f"{k} {v:.0f}%" for k, v in res["load"]["phases_pct"].items())
+        + f"); loadavg {res['load']['loadavg_end']} at the end. This bench alone keeps "
+        "the machine busy during the upgrade runs (8 client threads + 4 workers) and the "
+        "256-worker starts; more than that means something else was running.",
         "",
         "Ratio = svcengine / gunicorn (below 1: svcengine fewer/smaller/faster).",
         "",
@@ -1208,6 +1290,9 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         "to the master, wait for the new master's pid file (gunicorn 2x writes `P.2`, and renames "
         "it to `P` once promoted) and for its 4 workers' `post_worker_init` markers, then TERM to "
         "the old master. A failure is a connection error, a timeout or a non-200 status. "
+        "The upgrade-time context row counts, for svcengine, the start of the `svcengine ctl` "
+        "Python process too (its USR2 is sent once it has started), on a machine kept busy by "
+        "the load; gunicorn's starts at the bench's own `os.kill`. "
         f"{args.runs} runs each, interleaved.",
         f"- start: `Popen` of the master → the last of the {args.big} workers' app-ready "
         "datagrams (`bench/apps/marker.py`: svcengine's `bench/apps/idle.py` sends it from the "
@@ -1219,7 +1304,12 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         f"figure's apps), {args.settle * 2:g} s after all workers are ready (svcengine: READY=1 "
         "on the bench's NOTIFY_SOCKET; gunicorn: 4 markers); RSS and PSS from "
         "`/proc/PID/smaps_rollup`. PSS splits each shared page between the processes sharing "
-        "it, so master + workers PSS is what the service really costs.",
+        "it, so master + workers PSS is what the service really costs. "
+        "`examples/http_worker.py` imports `http.server` (which pulls in `email`, `html`, "
+        "`mimetypes`, `socketserver`) in every worker after the fork, while gunicorn's master "
+        "has imported gunicorn's own HTTP code before forking and `bench/apps/hello.py` imports "
+        "nothing; the two context rows (svcengine with `preload = true`, and svcengine running "
+        "`bench/apps/idle.py`) separate that from svcengine's own cost.",
         "- processes: started with `subprocess.Popen(restore_signals=True, "
         "start_new_session=True)`; the bench is a child subreaper, so daemonized and upgraded "
         "masters stay its descendants. Each instance is ended by pid (TERM, then SIGKILL by pid "
