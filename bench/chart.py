@@ -20,7 +20,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PEERS = ("svcengine", "gunicorn")
-COLORS = {"svcengine": "#1f77b4", "gunicorn": "#ff7f0e"}
+RUBY = ("serverengine", "unicorn")  # bench/more.py measures them when Debian's packages are in
+COLORS = {
+    "svcengine": "#1f77b4",
+    "gunicorn": "#ff7f0e",
+    "serverengine": "#2ca02c",
+    "unicorn": "#d62728",
+}
 
 
 def parse(v) -> tuple[float | None, str]:
@@ -97,8 +103,13 @@ def bars(
         for _, d in groups:
             v, _ = d.get(name, (None, ""))
             ys.append(v if v else (floor if log else 0.0))
-        ax.bar(xs, ys, width * 0.95, label=name, color=colors[name], zorder=2)
+        keep = [j for j, (_, d) in enumerate(groups) if name in d]  # absent: no bar, no label
+        ax.bar(
+            xs[keep], [ys[j] for j in keep], width * 0.95, label=name, color=colors[name], zorder=2
+        )
         for xx, (_, d) in zip(xs, groups, strict=True):
+            if name not in d:
+                continue
             v, mark = d.get(name, (None, ""))
             y = v if v else (floor if log else 0.0)
             ax.annotate(
@@ -148,12 +159,22 @@ def main() -> int:
 
     def m(key: str) -> dict[str, tuple[float | None, str]]:
         vals = rows.get(key, {}).get("values", {})
-        return {p: parse(vals.get(p)) for p in PEERS}
+        return {p: parse(vals.get(p)) for p in (*PEERS, *RUBY) if p in vals or p in PEERS}
+
+    def peers_in(groups) -> tuple[str, ...]:
+        return (*PEERS, *(p for p in RUBY if any(p in d for _, d in groups)))
 
     def present(groups):
         return [g for g in groups if any(v is not None for v, _ in g[1].values())]
 
-    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
+    fig = plt.figure(figsize=(17, 15))
+    gs = fig.add_gridspec(3, 3)
+    axes = [
+        [fig.add_subplot(gs[0, i]) for i in range(3)],
+        [fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 1:]), fig.add_subplot(gs[2, :2])],
+    ]
+    notes_ax = fig.add_subplot(gs[2, 2])
+    notes_ax.set_axis_off()
     big = next((k.split("_")[1] for k in rows if k.startswith("start_")), "256")
 
     bars(
@@ -208,28 +229,32 @@ def main() -> int:
             continue
         of = rows[k].get("of", {})
         label = "all runs" if k.endswith("total") else f"run {k.rsplit('_', 1)[1]}"
-        tot = " / ".join(f"{of.get(p, '?')}" for p in PEERS)
+        tot = " / ".join(f"{of[p]}" for p in (*PEERS, *RUBY) if p in of)
         up_groups.append((f"{label}\n(of {tot})", m(k)))
+    up_peers = peers_in(up_groups)
     bars(
         axes[1][0],
         up_groups,
         log=False,
         title="Hot upgrade under load: failed requests\n"
-        "(count; 8 clients, 4 workers; 'of' = requests sent, svcengine / gunicorn)",
+        f"(count; 8 clients, 4 workers; 'of' = requests sent, {' / '.join(up_peers)})",
         ylabel="failed requests",
+        series=up_peers,
+    )
+    mem_groups = present(
+        [
+            ("master RSS", m("mem_master_rss")),
+            ("master PSS", m("mem_master_pss")),
+            ("PSS per\nworker (mean)", m("mem_worker_pss")),
+            ("PSS per worker,\nsvcengine with\npreload = true", m("mem_worker_pss_preload")),
+            ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
+            ("total PSS,\nsvcengine with\npreload = true", m("mem_total_pss_preload")),
+        ]
     )
     bars(
         axes[1][1],
-        present(
-            [
-                ("master RSS", m("mem_master_rss")),
-                ("master PSS", m("mem_master_pss")),
-                ("PSS per\nworker (mean)", m("mem_worker_pss")),
-                ("PSS per worker,\nsvcengine with\npreload = true", m("mem_worker_pss_preload")),
-                ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
-                ("total PSS,\nsvcengine with\npreload = true", m("mem_total_pss_preload")),
-            ]
-        ),
+        mem_groups,
+        series=peers_in(mem_groups),
         log=False,
         title="Memory, 4 idle hello-world HTTP workers\n"
         "(MiB, /proc/PID/smaps_rollup; lower is better)",
@@ -258,24 +283,59 @@ def main() -> int:
     else:
         axes[1][2].set_axis_off()
 
+    import textwrap
+
     src = []
     if run_path:
-        src.append(f"bench/run.py: {run_path.relative_to(REPO)}")
+        src.append(f"bench/run.py figures: {run_path.relative_to(REPO)}")
     if more_path:
         src.append(
-            f"bench/more.py: {more_path.relative_to(REPO)} ({more.get('date', '?')}, "
-            f"`{more.get('command', '?')}`)"
+            f"bench/more.py figures (upgrade, {big}-worker start/stop, memory, preload): "
+            f"{more_path.relative_to(REPO)}, {more.get('date', '?')}, "
+            f"`{more.get('command', '?')}`"
         )
     mach = more.get("machine", {})
     ver = more.get("versions", {})
     if mach:
         src.append(
-            f"machine: {mach.get('nproc')} CPUs ({mach.get('cpu')}), kernel {mach.get('kernel')}; "
-            f"svcengine {ver.get('svcengine')}, gunicorn {ver.get('gunicorn')} (sync workers)"
+            f"machine: {mach.get('nproc')} CPUs ({mach.get('cpu')}), {mach.get('memory')}, "
+            f"kernel {mach.get('kernel')}, {mach.get('os')}"
         )
-    fig.suptitle("svcengine vs Gunicorn, same machine, one run each", fontsize=13)
-    fig.text(0.01, 0.005, "\n".join(src), fontsize=7, va="bottom", ha="left", color="#444")
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    if ver:
+        v = f"svcengine {ver.get('svcengine')}, gunicorn {ver.get('gunicorn')} (sync workers)"
+        if "ruby" in ver:
+            v += (
+                f", ServerEngine {ver['serverengine']} and Unicorn {ver['unicorn']} "
+                f"(ruby {ver['ruby']}, Debian packages)"
+            )
+        src.append(v)
+    load = more.get("load", {})
+    if load:
+        src.append(
+            f"CPU busy during bench/more.py: {load.get('during_pct', '?')}% over the run; "
+            + ", ".join(f"{k} {v:.0f}%" for k, v in load.get("phases_pct", {}).items())
+        )
+    src.append(
+        "Memory: examples/http_worker.py imports http.server in each worker after the fork; "
+        "with preload = true it is imported once, before the fork (gunicorn imports its own "
+        "HTTP code in the master)."
+    )
+    src.append("Method and every number: docs/benchmarks.md, docs/benchmarks-more.md.")
+    notes_ax.text(
+        0.0,
+        1.0,
+        "\n\n".join(textwrap.fill(x, 62) for x in src),
+        fontsize=8.5,
+        va="top",
+        ha="left",
+        color="#333",
+        transform=notes_ax.transAxes,
+    )
+    fig.suptitle(
+        "svcengine vs Gunicorn (and Unicorn / ServerEngine where measured), same machine",
+        fontsize=14,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output} from {', '.join(src[:2])}")

@@ -271,7 +271,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_", "GUNICORN_"))
+        if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_", "GUNICORN_", "UNICORN_"))
     }
     env.update(extra)
     return env
@@ -582,13 +582,72 @@ class More:
         )
         return r
 
+    def upgrade_unicorn(self, run: int) -> dict:
+        """Unicorn's documented procedure: USR2 (the old pidfile becomes .oldbin, the new
+        master writes the pidfile), wait for the new workers, then QUIT (graceful) the old."""
+        d = self.newdir("uni-upgrade")
+        port = free_port()
+        pidf = d / "unicorn.pid"
+        inbox = Inbox(str(d / "m.sock"))
+        out = open(d / "output.log", "wb")  # noqa: SIM115
+        try:
+            p = self.t.popen(
+                unicorn_argv(f"127.0.0.1:{port}"),
+                cwd=d,
+                env=clean_env(
+                    SVCBENCH_MARKER=inbox.path, SVCBENCH_PIDFILE=str(pidf), SVCBENCH_WORKERS="4"
+                ),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            old = p.pid
+            inbox.wait(lambda: len(inbox.ready_of(old)) >= 4, 60, "unicorn 4 workers", p)
+            old_tree = self.t.note_tree(old)
+            new = 0
+            try:
+                load = Load(port, self.args.clients, self.args.load_seconds).start()
+                time.sleep(self.args.upgrade_at)
+                t_up = time.monotonic() - load.t0
+                os.kill(old, signal.SIGUSR2)
+                new = wait_file_pid(pidf, 60, not_pid=old)
+                self.t.seen.add(new)
+                inbox.wait(lambda: len(inbox.ready_of(new)) >= 4, 60, "new master's workers")
+                t_ready = time.monotonic() - load.t0
+                oldbin = pidf.with_name(pidf.name + ".oldbin").exists()
+                os.kill(old, signal.SIGQUIT)
+                p.wait(60)
+                left_old = self.t.wait_gone(old_tree, 30.0)
+                t_old_gone = time.monotonic() - load.t0
+                new_tree = self.t.note_tree(new)
+                load.join()
+            finally:
+                cur = new if new and not gone(new) else old
+                self.t.end_tree(cur, extra=old_tree + ([old] if cur != old else []))
+                inbox.close()
+            return self._upgrade_result(
+                "unicorn",
+                run,
+                load,
+                t_up,
+                t_ready,
+                t_old_gone,
+                old,
+                new,
+                left_old,
+                len(new_tree) - 1,
+                f"USR2 → new master {new} with 4 workers ready at +{t_ready - t_up:.2f}s "
+                f"(.oldbin seen: {oldbin}); QUIT old {old}",
+            )
+        finally:
+            out.close()
+
     def upgrades(self) -> None:
-        res: dict[str, list[dict]] = {"svcengine": [], "gunicorn": []}
+        peers = [("svcengine", self.upgrade_svcengine), ("gunicorn", self.upgrade_gunicorn)]
+        if self.ruby_ok:
+            peers.append(("unicorn", self.upgrade_unicorn))
+        res: dict[str, list[dict]] = {peer: [] for peer, _ in peers}
         for run in range(1, self.args.runs + 1):
-            for peer, fn in (
-                ("svcengine", self.upgrade_svcengine),
-                ("gunicorn", self.upgrade_gunicorn),
-            ):
+            for peer, fn in peers:
                 try:
                     res[peer].append(fn(run))
                 except Exception as e:
@@ -628,7 +687,7 @@ class More:
                 self.put(
                     "upgrade_time",
                     "hot upgrade: signal → new workers ready (svcengine: `ctl upgrade` returned; "
-                    f"gunicorn: 4 new workers booted), median of {len(rs)} (context)",
+                    f"others: 4 new workers' markers), median of {len(rs)} (context)",
                     "s",
                     peer,
                     statistics.median(r["upgrade_done_s"] - r["upgrade_at_s"] for r in rs),
@@ -788,6 +847,37 @@ class More:
             inbox.close()
             out.close()
 
+    def mem_ruby(self, tag: str, argv: list[str], **env: str) -> dict[str, float]:
+        d = self.newdir(f"{tag}-mem")
+        inbox = Inbox(str(d / "m.sock"))
+        out = open(d / "output.log", "wb")  # noqa: SIM115
+        p = None
+        try:
+            p = self.t.popen(
+                argv,
+                cwd=d,
+                env=clean_env(SVCBENCH_MARKER=inbox.path, SVCBENCH_WORKERS="4", **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            inbox.wait(lambda: len(inbox.ready_of(p.pid)) >= 4, 60, f"{tag} 4 workers", p)
+            return self._mem(p.pid, 4)
+        finally:
+            if p is not None:
+                self.t.end_tree(p.pid)
+            inbox.close()
+            out.close()
+
+    def mem_serverengine(self) -> dict[str, float]:
+        return self.mem_ruby(
+            "se",
+            [shutil.which("ruby") or "ruby", str(APPS / "serverengine_hello.rb")],
+            SVCBENCH_PORT=str(free_port()),
+        )
+
+    def mem_unicorn(self) -> dict[str, float]:
+        return self.mem_ruby("uni", unicorn_argv(f"127.0.0.1:{free_port()}"))
+
     def _mem(self, master: int, n: int) -> dict[str, float]:
         time.sleep(self.args.settle * 2)
         workers = [w for w in children(master)]
@@ -806,6 +896,11 @@ class More:
             ("gunicorn", self.mem_gunicorn),
             ("svcengine preload", lambda: self.mem_svcengine("http_preload")),
             ("svcengine idle", lambda: self.mem_svcengine("idle")),
+            *(
+                (("serverengine", self.mem_serverengine), ("unicorn", self.mem_unicorn))
+                if self.ruby_ok
+                else ()
+            ),
         ):
             try:
                 res[peer] = fn()
@@ -815,7 +910,7 @@ class More:
                 log("ERROR " + self.errors[-1])
         self.samples["memory"] = res
         variants = {k: v for k, v in res.items() if k.startswith("svcengine ")}
-        res = {k: v for k, v in res.items() if k in ("svcengine", "gunicorn")}
+        res = {k: v for k, v in res.items() if not k.startswith("svcengine ")}
         for key, title in (
             ("master_rss", "memory, 4 idle HTTP workers: master RSS"),
             ("master_pss", "memory, 4 idle HTTP workers: master PSS"),
@@ -882,6 +977,7 @@ class More:
 
     # -- figure 4: Ruby peers --
     def ruby(self) -> str:
+        """Are Debian's ruby-serverengine and unicorn installed? Sets self.ruby_ok."""
         ruby = shutil.which("ruby")
         ok = False
         if ruby:
@@ -890,17 +986,23 @@ class More:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            ok = r.wait(30) == 0
+            ok = r.wait(30) == 0 and shutil.which("unicorn") is not None
+        self.ruby_ok = ok
         if not ok:
             msg = (
                 "Ruby peers (ServerEngine, Unicorn) skipped: "
-                + ("no `ruby`" if not ruby else '`require "serverengine"` fails')
+                + (
+                    "no `ruby`"
+                    if not ruby
+                    else '`require "serverengine"` fails or no `unicorn` command'
+                )
                 + "; to include them: apt-get install ruby-serverengine unicorn"
             )
         else:
             msg = (
-                "Ruby peers: ruby-serverengine is installed, but this bench does not drive "
-                "ServerEngine/Unicorn yet (not measured)"
+                "Ruby peers: Debian's ruby-serverengine and unicorn are installed: measured in "
+                "the memory figure (both) and the upgrade figure (Unicorn; ServerEngine has no "
+                "hot master upgrade: its signals restart workers inside the same server process)"
             )
         log(msg)
         return msg
@@ -932,6 +1034,19 @@ def gunicorn_argv(d: Path, n: int, bind: str, pidfile: Path | None) -> list[str]
     if pidfile is not None:
         argv += ["--pid", str(pidfile)]
     return [*argv, "hello:app"]
+
+
+def unicorn_argv(listen: str) -> list[str]:
+    return [
+        shutil.which("unicorn") or "unicorn",
+        "-E",
+        "none",  # no development middleware (request logging, lint)
+        "-c",
+        str(APPS / "unicorn_conf.rb"),
+        "-l",
+        listen,
+        str(APPS / "hello.ru"),
+    ]
 
 
 def tail(d: Path, n: int = 5) -> str:
@@ -975,21 +1090,24 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{r:.3g}" if r < 1000 else f"{r:.0f}"
 
 
+PEER_ORDER = ("svcengine", "gunicorn", "serverengine", "unicorn")
+
+
 def table(rows: dict[str, dict]) -> list[str]:
-    out = [
-        "| figure | unit | svcengine | gunicorn | svcengine/gunicorn |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    extra = [p for p in PEER_ORDER[2:] if any(p in r["values"] for r in rows.values())]
+    peers = ["svcengine", "gunicorn", *extra]
+    head = ["figure", "unit", *peers, "svcengine/gunicorn"]
+    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows.values():
         v = row["values"]
         cells = []
-        for peer in ("svcengine", "gunicorn"):
-            s = fmt_num(v.get(peer))
+        for peer in peers:
+            s = fmt_num(v[peer]) if peer in v else "—"
             if row.get("of") and peer in row["of"]:
                 s += f" of {row['of'][peer]}"
             cells.append(s)
         out.append(
-            f"| {row['title']} | {row['unit']} | {cells[0]} | {cells[1]} | "
+            f"| {row['title']} | {row['unit']} | {' | '.join(cells)} | "
             f"{ratio(v.get('svcengine'), v.get('gunicorn'))} |"
         )
     return out
@@ -1048,6 +1166,23 @@ def versions() -> dict[str, str]:
     )
     info["dirty"] = "yes" if r.stdout.strip() else "no"
     return info
+
+
+def ruby_versions() -> dict[str, str]:
+    r = subprocess.run(
+        [
+            shutil.which("ruby") or "ruby",
+            "-e",
+            'require "serverengine"; require "unicorn"; '
+            'print RUBY_VERSION, " ", ServerEngine::VERSION, " ", Unicorn::Const::UNICORN_VERSION',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    parts = r.stdout.split()
+    if len(parts) != 3:
+        return {}
+    return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -1156,6 +1291,11 @@ def main() -> int:
         finally:
             phase_load[name] = round(busy_pct(c, cpu_busy()), 1)
 
+    b.ruby_ok = False
+    if "ruby" in only:
+        ruby_msg = b.ruby()
+        if b.ruby_ok:
+            env.update(ruby_versions())
     try:
         if "upgrade" in only:
             phase("upgrade", b.upgrades)
@@ -1165,8 +1305,6 @@ def main() -> int:
             phase("memory", b.memory)
         if "pss" in only:
             phase("bench/pss.py", b.preload)
-        if "ruby" in only:
-            ruby_msg = b.ruby()
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         rc = 130
@@ -1241,7 +1379,13 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         f"- python (peers, .venv): {v['python']}; bench: {platform.python_version()}",
         f"- svcengine {v['svcengine']}, last commit to svcengine/: {v['commit']}"
         + (" (svcengine/ had uncommitted edits)" if v["dirty"] == "yes" else "")
-        + f"; gunicorn {v['gunicorn']} (sync workers, defaults)",
+        + f"; gunicorn {v['gunicorn']} (sync workers, defaults)"
+        + (
+            f"; ruby {v['ruby']}, ServerEngine {v['serverengine']} (process workers, no "
+            f"supervisor), Unicorn {v['unicorn']} (Debian packages)"
+            if "ruby" in v
+            else ""
+        ),
         f"- CPU busy (all cores, bench included): {res['load']['before_pct']:.0f}% in the 2 s "
         f"before, {res['load']['during_pct']:.0f}% over the run ("
         + ", ".join(f"{k} {v:.0f}%" for k, v in res["load"]["phases_pct"].items())
@@ -1310,6 +1454,21 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         "has imported gunicorn's own HTTP code before forking and `bench/apps/hello.py` imports "
         "nothing; the two context rows (svcengine with `preload = true`, and svcengine running "
         "`bench/apps/idle.py`) separate that from svcengine's own cost.",
+        *(
+            [
+                "- Ruby peers (Debian's packages): Unicorn runs `bench/apps/hello.ru` with "
+                "`bench/apps/unicorn_conf.rb` (4 workers, `-E none`, marker from "
+                "`after_worker_ready`); its upgrade is Unicorn's documented one: USR2, wait for "
+                "the new master's pidfile and its 4 workers, then QUIT (Unicorn's graceful stop; "
+                "its TERM is the quick one) to the old master. ServerEngine runs "
+                "`bench/apps/serverengine_hello.rb`: 4 `process` workers, no supervisor process, "
+                "serving hello-world HTTP/1.0 on a TCP socket the server binds before forking "
+                "(marker from the first line of `run`). Memory only: ServerEngine has no hot "
+                "master upgrade.",
+            ]
+            if "ruby" in v
+            else []
+        ),
         "- processes: started with `subprocess.Popen(restore_signals=True, "
         "start_new_session=True)`; the bench is a child subreaper, so daemonized and upgraded "
         "masters stay its descendants. Each instance is ended by pid (TERM, then SIGKILL by pid "
