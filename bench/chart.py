@@ -229,15 +229,16 @@ def main() -> int:
             continue
         of = rows[k].get("of", {})
         label = "all runs" if k.endswith("total") else f"run {k.rsplit('_', 1)[1]}"
-        tot = " / ".join(f"{of[p]}" for p in (*PEERS, *RUBY) if p in of)
-        up_groups.append((f"{label}\n(of {tot})", m(k)))
+        tot = "\n".join(fmt(float(of[p])) for p in (*PEERS, *RUBY) if p in of)
+        up_groups.append((f"{label}, of\n{tot}", m(k)))
     up_peers = peers_in(up_groups)
     bars(
         axes[1][0],
         up_groups,
         log=False,
         title="Hot upgrade under load: failed requests\n"
-        f"(count; 8 clients, 4 workers; 'of' = requests sent, {' / '.join(up_peers)})",
+        "(count; 8 clients, 4 workers; under each run:\n"
+        f"requests sent, {', '.join(up_peers)} top to bottom)",
         ylabel="failed requests",
         series=up_peers,
     )

@@ -177,7 +177,18 @@ class Tracker:
         late = descendants(root) if not gone(root) else []
         if late:
             self.end(late, signal.SIGKILL, 10.0)
+        self.reap_strays()
         return took
+
+    def reap_strays(self) -> None:
+        """Reap zombies reparented to us (we are a subreaper): e.g. the middle process of
+        `svcengine --daemonize`'s double fork, whose parent exits first."""
+        popen_pids = {p.pid for p in self.popens}
+        for name in os.listdir("/proc"):
+            pid = int(name) if name.isdigit() else 0
+            if pid and pid not in popen_pids and (st := proc_state(pid)) and st[1] == os.getpid():
+                self.seen.add(pid)
+                gone(pid)  # reaps it if it is a zombie of ours
 
     def cleanup(self) -> str:
         """At the end: SIGKILL by pid anything we started that is still alive,
@@ -1070,7 +1081,7 @@ def fmt_num(v: float | None) -> str:
         return "n/a"
     if v == 0:
         return "0"
-    if float(v).is_integer() and abs(v) < 1e6:
+    if isinstance(v, int):  # counts
         return f"{int(v)}"
     if abs(v) >= 100:
         return f"{v:.0f}"
@@ -1232,7 +1243,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8, help="client threads (8)")
     ap.add_argument("--big", type=int, default=256, help="workers for the start figure (256)")
     ap.add_argument("--settle", type=float, default=1.0, help="s idle before stop / memory (1)")
-    ap.add_argument("--only", default="", help="comma list: upgrade,start,memory,pss,ruby")
+    ap.add_argument("--only", default="", help="comma list: upgrade,start,memory,pss")
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -1244,7 +1255,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only (JSON still in bench/out)")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
     args = ap.parse_args()
-    only = set(filter(None, args.only.split(","))) or {"upgrade", "start", "memory", "pss", "ruby"}
+    only = set(filter(None, args.only.split(","))) or {"upgrade", "start", "memory", "pss"}
 
     # Children inherit ignored dispositions across exec; undo any the shell gave us.
     for s in (
@@ -1291,11 +1302,9 @@ def main() -> int:
         finally:
             phase_load[name] = round(busy_pct(c, cpu_busy()), 1)
 
-    b.ruby_ok = False
-    if "ruby" in only:
-        ruby_msg = b.ruby()
-        if b.ruby_ok:
-            env.update(ruby_versions())
+    ruby_msg = b.ruby()  # always: the Ruby peers join the upgrade and memory figures
+    if b.ruby_ok:
+        env.update(ruby_versions())
     try:
         if "upgrade" in only:
             phase("upgrade", b.upgrades)
