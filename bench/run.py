@@ -329,19 +329,25 @@ class Instance:
         env.pop("WATCHDOG_USEC", None)
         env.pop("WATCHDOG_PID", None)
         self.argv = argv
-        self.out = open(self.dir / "output.log", "wb")  # noqa: SIM115
+        self.out = open(self.dir / "output.log", "wb")
         self.t_popen_ns = time.monotonic_ns()
-        self.popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-            restore_signals=True,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=self.out,
+                stderr=subprocess.STDOUT,
+                restore_signals=True,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            bench.col.close_inbox(self.marker_box)
+            bench.col.close_inbox(self.notify_box)
+            self.out.close()
+            raise
         self.pid = self.popen.pid
         bench.instances.append(self)
         self.known_workers: set[int] = set()
