@@ -20,7 +20,10 @@ IS_LINUX = sys.platform.startswith("linux")
 
 _libc: ctypes.CDLL | None = None
 if IS_LINUX:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    try:
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # find_library() would fork ldconfig
+    except OSError:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     _libc.prctl.restype = ctypes.c_int
 

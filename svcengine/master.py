@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("svcengine.master")
 
 EXTEND_START_BY = 30.0  # seconds of start-up granted per worker that becomes ready
+NOTIFY_RETRY = 0.05  # seconds between retries while systemd's notify queue is full
 
 
 def _has_terminal() -> bool:
@@ -67,6 +68,7 @@ class Master:
         self._final_code = 0
         self._status_fds: dict[int, tuple[int, bytearray]] = {}  # pid -> (fd, partial line)
         self._maintain_timer: timers.Timer | None = None
+        self._notify_retry: timers.Timer | None = None
         self._next_spawn_at = 0.0
         self.started_at = timers.now()
         self.stopper: Stopper | None = None
@@ -120,6 +122,7 @@ class Master:
         try:
             self._maintain()
             self._check_ready()
+            self._flush_notifications()
             while self.exit_code is None:
                 self.step()
         finally:
@@ -137,6 +140,16 @@ class Master:
         self.wakeups += 1
         if self.phase is Phase.STOPPING:
             self._check_stopped()
+        self._flush_notifications()
+
+    def _flush_notifications(self) -> None:
+        """Once per turn: coalesced STATUS=, and a retry while systemd's queue is full."""
+        self.notify.flush()
+        if self.notify.pending and (self._notify_retry is None or self._notify_retry.cancelled):
+            self._notify_retry = self.timers.after(NOTIFY_RETRY, self._retry_notify)
+
+    def _retry_notify(self) -> None:
+        self._notify_retry = None
 
     def _teardown(self) -> None:
         for fd, _ in self._status_fds.values():

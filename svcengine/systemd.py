@@ -25,17 +25,35 @@ MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class Notifier:
+    """State changes (READY, RELOADING, STOPPING, MAINPID) are never dropped: when
+    systemd's queue is full (ten unread datagrams) they wait in a backlog that
+    flush() retries. STATUS= and EXTEND_TIMEOUT_USEC= are coalesced: only the
+    latest is sent, once per turn of the master's loop.
+    """
+
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.address = env.get("NOTIFY_SOCKET") or None
         self._sock: socket.socket | None = None
         self._failed = False
         self.sent: list[str] = []  # the last few messages, for status output
-        self._status: str | None = None
+        self._status: str | None = None  # the last STATUS= sent
+        self._pending_status: str | None = None
+        self._pending_extend: int | None = None
+        self._backlog: list[str] = []
 
     @property
     def enabled(self) -> bool:
         return self.address is not None
+
+    @property
+    def pending(self) -> bool:
+        """Something waits for systemd to read its queue (the caller retries flush())."""
+        return (
+            bool(self._backlog)
+            or self._pending_status is not None
+            or (self._pending_extend is not None)
+        )
 
     def _socket(self) -> socket.socket | None:
         if self._sock is None and self.address and not self._failed:
@@ -50,22 +68,52 @@ class Notifier:
             os.set_inheritable(self._sock.fileno(), False)
         return self._sock
 
-    def send(self, *fields: str) -> bool:
-        """Send one datagram of KEY=VALUE lines; log, never raise, on failure."""
+    def _send_now(self, message: str) -> bool | None:
+        """True sent, None would block, False failed for good (logged)."""
         sock = self._socket()
         if sock is None:
             return False
-        message = "\n".join(fields)
         try:
             sock.send(message.encode("utf-8"))
         except BlockingIOError:
-            log.warning("systemd is not reading notifications; dropped: %s", message)
-            return False
+            return None
         except OSError as exc:
             log.error("sd_notify %r failed: %s", message, exc)
             return False
         self.sent = (self.sent + [message])[-20:]
         return True
+
+    def send(self, *fields: str) -> bool:
+        """Send one datagram of KEY=VALUE lines, in order after any backlog."""
+        if not self.enabled:
+            return False
+        message = "\n".join(fields)
+        if self._backlog:
+            self._backlog.append(message)
+            return False
+        result = self._send_now(message)
+        if result is None:
+            log.warning("systemd is not reading notifications; queued: %s", message)
+            self._backlog.append(message)
+            return False
+        return result
+
+    def flush(self) -> None:
+        """Send the backlog, then the latest coalesced STATUS/EXTEND_TIMEOUT_USEC."""
+        while self._backlog:
+            if self._send_now(self._backlog[0]) is None:
+                return
+            self._backlog.pop(0)
+        fields = []
+        if self._pending_extend is not None:
+            fields.append(f"EXTEND_TIMEOUT_USEC={self._pending_extend}")
+        if self._pending_status is not None and self._pending_status != self._status:
+            fields.append(f"STATUS={self._pending_status}")
+        if fields and self._send_now("\n".join(fields)) is None:
+            return  # keep them pending; the caller retries
+        if self._pending_status is not None:
+            self._status = self._pending_status
+        self._pending_status = self._pending_extend = None
 
     def ready(self, status: str | None = None, mainpid: int | None = None) -> None:
         fields = ["READY=1"]
@@ -74,28 +122,32 @@ class Notifier:
         if status:
             fields.append(f"STATUS={status}")
             self._status = status
+            self._pending_status = None
         self.send(*fields)
 
     def status(self, text: str) -> None:
-        if text != self._status:
-            self._status = text
-            self.send(f"STATUS={text}")
+        if self.enabled:
+            self._pending_status = text
 
     def reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def stopping(self) -> None:
+        self.flush()
         self.send("STOPPING=1")
 
     def watchdog(self) -> None:
-        self.send("WATCHDOG=1")
+        if not self._backlog:  # a ping behind a full queue is meaningless; the next one counts
+            self._send_now("WATCHDOG=1")
 
     def extend_timeout(self, seconds: float) -> None:
-        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+        if self.enabled:
+            self._pending_extend = int(seconds * 1_000_000)
 
     def barrier(self, timeout: float = 5.0) -> bool:
         """sd_notify_barrier(): return once systemd has processed what we sent so far."""
+        self.flush()
         sock = self._socket()
         if sock is None:
             return True

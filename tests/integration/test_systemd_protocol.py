@@ -154,6 +154,28 @@ def test_a_start_in_progress_extends_the_start_timeout(service):
         : next(i for i, m in enumerate(svc.notify.messages) if m.get("READY") == "1")
     ]
     extends = [m for m in before_ready if "EXTEND_TIMEOUT_USEC" in m]
-    assert len(extends) == 2 and extends[0]["EXTEND_TIMEOUT_USEC"] == "30000000"
+    assert extends and extends[0]["EXTEND_TIMEOUT_USEC"] == "30000000"
     svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
+
+
+def test_ready_survives_a_notify_queue_that_is_full(service):
+    """systemd reads its socket late: the kernel holds ten datagrams, the rest would
+    be lost. STATUS= may be coalesced, READY=1 must arrive anyway."""
+    svc = service(workers=8, start=False)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    try:
+        while True:  # fill the queue the way a busy systemd would leave it
+            filler.sendto(b"FILLER=1", svc.notify.path)
+    except BlockingIOError:
+        pass
+    filler.close()
+    svc.start()
+    svc.wait_log(r"ready: 8/8 workers ready", timeout=30, since_mark=False)  # nothing read yet
+    assert "systemd is not reading notifications; queued: READY=1" in svc.log_text()
+    msg = svc.notify.wait_key("READY", 10, "1")
+    assert msg["STATUS"] == "8/8 workers ready; 0 restarts"
+    svc.kill(signal.SIGTERM)
+    svc.notify.wait_key("STOPPING", 10, "1")
     assert svc.wait_exit() == 0
