@@ -116,6 +116,7 @@ class Notifier:
         self._pending_status = self._pending_extend = None
 
     def ready(self, status: str | None = None, mainpid: int | None = None) -> None:
+        self._pending_extend = None  # the start is over: nothing left to extend
         fields = ["READY=1"]
         if mainpid:
             fields.append(f"MAINPID={mainpid}")
