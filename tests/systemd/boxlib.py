@@ -71,6 +71,20 @@ def ours(p: dict) -> bool:
     return "svcengine" in p["cmdline"] or p["comm"].startswith("svcengine")
 
 
+def wait_none_left(box: Box, timeout: float = 60) -> None:
+    """Wait until no svcengine process is left in the box; fail naming what is."""
+    left: list[dict] = []
+
+    def none_left() -> bool:
+        left[:] = [p for p in box.procs() if ours(p)]
+        return not left
+
+    try:
+        wait_until("free of svcengine processes", none_left, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"svcengine processes left in the box: {left}") from None
+
+
 def _box_env(name: str | None) -> dict[str, str] | None:
     return None if name is None else {**os.environ, "BOX_NAME": name}
 

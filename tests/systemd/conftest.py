@@ -19,10 +19,9 @@ from boxlib import (
     UNIT_DIR,
     Box,
     box_sh,
-    ours,
     provision,
     skip_reason,
-    wait_until,
+    wait_none_left,
 )
 
 
@@ -77,13 +76,4 @@ def units(box: Box):
     if written:
         box.run("rm", "-f", *written)
         box.systemctl("daemon-reload")
-    left: list[dict] = []
-
-    def none_left() -> bool:
-        left[:] = [p for p in box.procs() if ours(p)]
-        return not left
-
-    try:
-        wait_until("free of svcengine processes", none_left, timeout=60)
-    except AssertionError:
-        raise AssertionError(f"svcengine processes left in the box: {left}") from None
+    wait_none_left(box)

@@ -23,7 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from boxlib import BOX_SH, REPO, TEST_LIB, Box, BoxError, ours, skip_reason, wait_until
+from boxlib import (
+    REPO,
+    TEST_LIB,
+    Box,
+    box_sh,
+    ours,
+    skip_reason,
+    wait_none_left,
+    wait_until,
+)
 
 pytestmark = pytest.mark.systemd
 
@@ -57,37 +66,11 @@ ADMIN_FILES = f"/etc/svcengine {APP_DIR} /run/svcengine"
 SEARCH = "/etc /lib /usr /run /var/lib /var/cache /var/log /srv /opt /tmp /root"
 
 
-def box_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BOX_SH), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "BOX_NAME": BOX_NAME},
-    )
-
-
 class DebBox(Box):
     """boxlib's Box, driving the box named BOX_NAME."""
 
-    def run(
-        self, *argv: str, check: bool = True, input: bytes | str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [str(BOX_SH), "exec", *argv],
-            input=input.encode() if isinstance(input, str) else input,
-            capture_output=True,
-            timeout=timeout,
-            env={**os.environ, "BOX_NAME": BOX_NAME},
-        )
-        if check and proc.returncode != 0:
-            raise BoxError(
-                f"in box {BOX_NAME}: {' '.join(argv)} -> exit {proc.returncode}\n"
-                f"stdout: {proc.stdout.decode(errors='replace')}\n"
-                f"stderr: {proc.stderr.decode(errors='replace')}"
-            )
-        return proc
+    def __init__(self) -> None:
+        super().__init__(BOX_NAME)
 
     def lines(self, script: str) -> list[str]:
         return sorted(line for line in self.sh(script).splitlines() if line)
@@ -125,9 +108,9 @@ def debbox() -> Iterator[DebBox]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    up = box_sh("up", timeout=900)
+    up = box_sh("up", timeout=900, name=BOX_NAME)
     if up.returncode != 0:
-        box_sh("down", timeout=120)
+        box_sh("down", timeout=120, name=BOX_NAME)
         pytest.fail(f"box.sh up ({BOX_NAME}) failed (exit {up.returncode}):\n{up.stderr}")
     b = DebBox()
     try:
@@ -139,7 +122,7 @@ def debbox() -> Iterator[DebBox]:
         yield b
     finally:
         if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
-            down = box_sh("down", timeout=120)
+            down = box_sh("down", timeout=120, name=BOX_NAME)
             assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
             assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
 
@@ -172,16 +155,7 @@ def installed(debbox: DebBox, deb: Path) -> Iterator[dict]:
         yield state
     finally:
         forget(debbox)
-        left = []
-
-        def none_left() -> bool:
-            left[:] = [p for p in debbox.procs() if ours(p)]
-            return not left
-
-        try:
-            wait_until("free of svcengine processes", none_left, timeout=60)
-        except AssertionError:
-            raise AssertionError(f"svcengine processes left in the box: {left}") from None
+        wait_none_left(debbox)
 
 
 def accounts(b: DebBox) -> list[str]:
