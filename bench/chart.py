@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Draw docs/benchmarks.png: svcengine vs Gunicorn, grouped bars.
+"""Draw docs/benchmarks.png: svcengine vs Gunicorn, ServerEngine and Unicorn, grouped bars.
 
     .venv/bin/python bench/chart.py [--run bench/out/STAMP/results.json]
                                      [--more docs/benchmarks-more.json] [--output PNG]
@@ -20,7 +20,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PEERS = ("svcengine", "gunicorn")
-RUBY = ("serverengine", "unicorn")  # bench/more.py measures them when Debian's packages are in
+RUBY = ("serverengine", "unicorn")  # measured when Debian's packages are installed
 COLORS = {
     "svcengine": "#1f77b4",
     "gunicorn": "#ff7f0e",
@@ -155,7 +155,8 @@ def main() -> int:
     rows = more.get("rows", {})
 
     def r(key: str) -> dict[str, tuple[float | None, str]]:
-        return {p: parse(figs.get(key, {}).get(p)) for p in PEERS}
+        vals = figs.get(key, {})
+        return {p: parse(vals.get(p)) for p in (*PEERS, *RUBY) if p in vals or p in PEERS}
 
     def m(key: str) -> dict[str, tuple[float | None, str]]:
         vals = rows.get(key, {}).get("values", {})
@@ -176,35 +177,45 @@ def main() -> int:
     notes_ax = fig.add_subplot(gs[2, 2])
     notes_ax.set_axis_off()
     big = next((k.split("_")[1] for k in rows if k.startswith("start_")), "256")
+    # the largest pool: from run.py when it measured one (all peers), else from more.py
+    in_run = f"start_{big}" in figs
+    big_start = r(f"start_{big}") if in_run else m(f"start_{big}")
+    big_stop = r(f"wstop_{big}") if in_run else m(f"stop_{big}")
+    from_more = "" if in_run else "\n(more.py)"
 
+    start_groups = present(
+        [
+            ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
+            ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
+            ("start,\n4 workers", r("start_4")),
+            ("start,\n64 workers", r("start_64")),
+            (f"start,\n{big} workers{from_more}", big_start),
+        ]
+    )
     bars(
         axes[0][0],
-        present(
-            [
-                ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
-                ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
-                ("start,\n4 workers", r("start_4")),
-                ("start,\n64 workers", r("start_64")),
-                (f"start,\n{big} workers\n(more.py)", m(f"start_{big}")),
-            ]
-        ),
+        start_groups,
+        series=peers_in(start_groups),
         log=True,
         title="Respawn and start: time until workers run app code\n"
         "(ms, log scale; lower is better)",
         ylabel="ms (log)",
     )
+    stop_groups = present(
+        [
+            ("graceful stop,\n4 workers", r("wstop_4")),
+            ("graceful stop,\n64 workers", r("wstop_64")),
+            (f"graceful stop,\n{big} workers{from_more}", big_stop),
+            ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
+        ]
+    )
     bars(
         axes[0][1],
-        present(
-            [
-                ("graceful stop,\n4 workers", r("wstop_4")),
-                ("graceful stop,\n64 workers", r("wstop_64")),
-                (f"graceful stop,\n{big} workers\n(more.py)", m(f"stop_{big}")),
-                ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
-            ]
-        ),
+        stop_groups,
+        series=peers_in(stop_groups),
         log=True,
-        title="Stop: SIGTERM / SIGKILL master → last worker gone\n(ms, log scale; lower is better)",
+        title="Stop: graceful stop signal / SIGKILL to master → last worker gone\n"
+        "(ms, log scale; lower is better)",
         ylabel="ms (log)",
     )
     idle = present(
@@ -218,6 +229,7 @@ def main() -> int:
     bars(
         axes[0][2],
         idle,
+        series=peers_in(idle),
         log=False,
         title="Idle master: CPU (ms per 10 s) and wakeups per second\n(lower is better)",
         ylabel="ms per 10 s / wakeups per s",

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """More figures, svcengine vs Gunicorn side by side in one run.
 
-    python bench/more.py [--no-write] [--runs 3] [--load-seconds 20] [--big 256]
+    python bench/more.py [--no-write] [--runs 3] [--load-seconds 20]
 
 1. requests failed during a hot upgrade under load (4 HTTP workers, 8 client
    threads on loopback, a new connection per request);
-2. start → all workers running app code, with --big (256) workers;
-3. memory of 4 idle HTTP workers: master RSS/PSS, per-worker PSS, total PSS
+2. memory of 4 idle HTTP workers: master RSS/PSS, per-worker PSS, total PSS
    (/proc/PID/smaps_rollup), plus bench/pss.py's preload off/on figures;
-4. Ruby peers (ServerEngine, Unicorn) only when Debian's packages are installed.
+3. Ruby peers (ServerEngine, Unicorn) only when Debian's packages are installed.
+Start and stop at 256 workers are bench/run.py's (--huge), timed by the kernel.
 
 Prints a Markdown table (ratio = svcengine/gunicorn) and writes
 docs/benchmarks-more.md, docs/benchmarks-more.json and bench/out/more-<stamp>.json.
@@ -28,7 +28,6 @@ import os
 import platform
 import select
 import shlex
-import shutil
 import signal
 import socket
 import statistics
@@ -38,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common import RUBY_HINT, machine, ruby_missing, ruby_versions, serverengine_argv, unicorn_argv
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -712,89 +713,7 @@ class More:
                     statistics.median(r["old_gone_s"] - r["upgrade_at_s"] for r in rs),
                 )
 
-    # -- figure 2: start with many workers --
-    def start_svcengine(self, n: int) -> tuple[float, float]:
-        d = self.newdir(f"svc-start-{n}w")
-        inbox = Inbox(str(d / "m.sock"))
-        cfg = d / "svcengine.toml"
-        cfg.write_text(
-            f'worker = "idle:IdleWorker"\nworkers = {n}\npython_path = [{json.dumps(str(APPS))}]\n'
-        )
-        argv = [str(SVC), "--foreground", "--config", str(cfg), "--log", str(d / "svcengine.log")]
-        return self._start(d, inbox, argv, n)
-
-    def start_gunicorn(self, n: int) -> tuple[float, float]:
-        d = self.newdir(f"gun-start-{n}w")
-        inbox = Inbox(str(d / "m.sock"))
-        argv = gunicorn_argv(d, n, f"unix:{d / 'http.sock'}", None)
-        return self._start(d, inbox, argv, n)
-
-    def _start(self, d: Path, inbox: Inbox, argv: list[str], n: int) -> tuple[float, float]:
-        out = open(d / "output.log", "wb")  # noqa: SIM115
-        p = None
-        try:
-            t0 = time.monotonic_ns()
-            p = self.t.popen(
-                argv,
-                cwd=d,
-                env=clean_env(SVCBENCH_MARKER=inbox.path),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            got = inbox.wait(
-                lambda: len(inbox.ready_of(p.pid)) >= n and inbox.ready_of(p.pid),
-                180,
-                f"{n} workers ready",
-                p,
-            )
-            start_ms = (max(got.values()) - t0) / MS
-            time.sleep(self.args.settle)
-            stop_s = self.t.end_tree(p.pid, timeout=60)
-            return start_ms, stop_s * 1000
-        except BaseException:
-            if p is not None:
-                self.t.end_tree(p.pid, timeout=10)
-            raise
-        finally:
-            inbox.close()
-            out.close()
-
-    def starts(self) -> None:
-        n = self.args.big
-        res: dict[str, list] = {"svcengine": [], "gunicorn": []}
-        for i in range(self.args.runs):
-            for peer, fn in (
-                ("svcengine", self.start_svcengine),
-                ("gunicorn", self.start_gunicorn),
-            ):
-                try:
-                    s, st = fn(n)
-                    res[peer].append({"start_ms": s, "stop_ms": st})
-                    log(f"start {peer} x{n} #{i + 1}: {s:.0f} ms to all ready; stop {st:.0f} ms")
-                except Exception as e:
-                    self.errors.append(f"start {peer} x{n} #{i + 1}: {type(e).__name__}: {e}")
-                    log("ERROR " + self.errors[-1])
-        self.samples[f"start_{n}"] = res
-        for peer, rs in res.items():
-            if not rs:
-                continue
-            self.put(
-                f"start_{n}",
-                f"start: Popen → all {n} workers running app code, median of {len(rs)}",
-                "ms",
-                peer,
-                statistics.median(r["start_ms"] for r in rs),
-            )
-            self.put(
-                f"stop_{n}",
-                f"graceful stop: SIGTERM → master and all {n} workers gone, "
-                f"median of {len(rs)} (context)",
-                "ms",
-                peer,
-                statistics.median(r["stop_ms"] for r in rs),
-            )
-
-    # -- figure 3: memory --
+    # -- figure 2: memory --
     def mem_svcengine(self, variant: str = "http") -> dict[str, float]:
         """variant: "http" (examples/http_worker.py as is), "http_preload" (the same with
         `preload = true`), "idle" (bench/apps/idle.py: no HTTP code at all)."""
@@ -882,7 +801,7 @@ class More:
     def mem_serverengine(self) -> dict[str, float]:
         return self.mem_ruby(
             "se",
-            [shutil.which("ruby") or "ruby", str(APPS / "serverengine_hello.rb")],
+            serverengine_argv(),
             SVCBENCH_PORT=str(free_port()),
         )
 
@@ -986,29 +905,13 @@ class More:
         self.samples["pss_py"]["values"] = vals
         log(f"bench/pss.py: {vals}")
 
-    # -- figure 4: Ruby peers --
+    # -- figure 3: Ruby peers --
     def ruby(self) -> str:
         """Are Debian's ruby-serverengine and unicorn installed? Sets self.ruby_ok."""
-        ruby = shutil.which("ruby")
-        ok = False
-        if ruby:
-            r = self.t.popen(
-                [ruby, "-e", 'require "serverengine"'],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            ok = r.wait(30) == 0 and shutil.which("unicorn") is not None
-        self.ruby_ok = ok
+        why = ruby_missing()
+        self.ruby_ok = ok = not why
         if not ok:
-            msg = (
-                "Ruby peers (ServerEngine, Unicorn) skipped: "
-                + (
-                    "no `ruby`"
-                    if not ruby
-                    else '`require "serverengine"` fails or no `unicorn` command'
-                )
-                + "; to include them: apt-get install ruby-serverengine unicorn"
-            )
+            msg = f"Ruby peers (ServerEngine, Unicorn) skipped: {why}; to include them: {RUBY_HINT}"
         else:
             msg = (
                 "Ruby peers: Debian's ruby-serverengine and unicorn are installed: measured in "
@@ -1045,19 +948,6 @@ def gunicorn_argv(d: Path, n: int, bind: str, pidfile: Path | None) -> list[str]
     if pidfile is not None:
         argv += ["--pid", str(pidfile)]
     return [*argv, "hello:app"]
-
-
-def unicorn_argv(listen: str) -> list[str]:
-    return [
-        shutil.which("unicorn") or "unicorn",
-        "-E",
-        "none",  # no development middleware (request logging, lint)
-        "-c",
-        str(APPS / "unicorn_conf.rb"),
-        "-l",
-        listen,
-        str(APPS / "hello.ru"),
-    ]
 
 
 def tail(d: Path, n: int = 5) -> str:
@@ -1124,32 +1014,6 @@ def table(rows: dict[str, dict]) -> list[str]:
     return out
 
 
-def machine() -> dict[str, str]:
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) // 1024} MiB"
-    osr = "?"
-    with contextlib.suppress(OSError), open("/etc/os-release") as f:
-        for line in f:
-            if line.startswith("PRETTY_NAME="):
-                osr = line.split("=", 1)[1].strip().strip('"')
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
-        "memory": mem,
-        "kernel": platform.release(),
-        "os": osr,
-    }
-
-
 def versions() -> dict[str, str]:
     info = {}
     r = subprocess.run(
@@ -1177,23 +1041,6 @@ def versions() -> dict[str, str]:
     )
     info["dirty"] = "yes" if r.stdout.strip() else "no"
     return info
-
-
-def ruby_versions() -> dict[str, str]:
-    r = subprocess.run(
-        [
-            shutil.which("ruby") or "ruby",
-            "-e",
-            'require "serverengine"; require "unicorn"; '
-            'print RUBY_VERSION, " ", ServerEngine::VERSION, " ", Unicorn::Const::UNICORN_VERSION',
-        ],
-        capture_output=True,
-        text=True,
-    )
-    parts = r.stdout.split()
-    if len(parts) != 3:
-        return {}
-    return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -1237,13 +1084,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--runs", type=int, default=3, help="upgrade runs and starts per peer (3)")
+    ap.add_argument("--runs", type=int, default=3, help="upgrade runs per peer (3)")
     ap.add_argument("--load-seconds", type=float, default=20.0, help="client load per run (20)")
     ap.add_argument("--upgrade-at", type=float, default=8.0, help="s into the load (8)")
     ap.add_argument("--clients", type=int, default=8, help="client threads (8)")
-    ap.add_argument("--big", type=int, default=256, help="workers for the start figure (256)")
     ap.add_argument("--settle", type=float, default=1.0, help="s idle before stop / memory (1)")
-    ap.add_argument("--only", default="", help="comma list: upgrade,start,memory,pss")
+    ap.add_argument("--only", default="", help="comma list: upgrade,memory,pss")
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -1255,7 +1101,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only (JSON still in bench/out)")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
     args = ap.parse_args()
-    only = set(filter(None, args.only.split(","))) or {"upgrade", "start", "memory", "pss"}
+    only = set(filter(None, args.only.split(","))) or {"upgrade", "memory", "pss"}
 
     # Children inherit ignored dispositions across exec; undo any the shell gave us.
     for s in (
@@ -1308,8 +1154,6 @@ def main() -> int:
     try:
         if "upgrade" in only:
             phase("upgrade", b.upgrades)
-        if "start" in only:
-            phase("start", b.starts)
         if "memory" in only:
             phase("memory", b.memory)
         if "pss" in only:
@@ -1375,7 +1219,7 @@ def main() -> int:
 def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> str:
     m, v = res["machine"], res["versions"]
     doc = [
-        "# More benchmarks: svcengine vs Gunicorn (upgrade under load, 256-worker start, memory)",
+        "# More benchmarks: svcengine vs Gunicorn (upgrade under load, memory), with Ruby peers",
         "",
         "Written by `bench/more.py`; the other figures are in [benchmarks.md](benchmarks.md). "
         "Every number below comes from one run of the command shown, on the machine shown; "
@@ -1399,8 +1243,8 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         f"before, {res['load']['during_pct']:.0f}% over the run ("
         + ", ".join(f"{k} {v:.0f}%" for k, v in res["load"]["phases_pct"].items())
         + f"); loadavg {res['load']['loadavg_end']} at the end. This bench alone keeps "
-        "the machine busy during the upgrade runs (8 client threads + 4 workers) and the "
-        "256-worker starts; more than that means something else was running.",
+        "the machine busy during the upgrade runs (8 client threads + 4 workers); more than "
+        "that means something else was running.",
         "",
         "Ratio = svcengine / gunicorn (below 1: svcengine fewer/smaller/faster).",
         "",
@@ -1447,12 +1291,6 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         "Python process too (its USR2 is sent once it has started), on a machine kept busy by "
         "the load; gunicorn's starts at the bench's own `os.kill`. "
         f"{args.runs} runs each, interleaved.",
-        f"- start: `Popen` of the master → the last of the {args.big} workers' app-ready "
-        "datagrams (`bench/apps/marker.py`: svcengine's `bench/apps/idle.py` sends it from the "
-        "first line of `run()`, gunicorn's `bench/apps/gunicorn_conf.py` from `post_worker_init`, "
-        "gunicorn serving `bench/apps/hello.py` on a unix socket). bench/run.py times from the "
-        "kernel's exec event instead (a few ms later). Median of "
-        f"{args.runs}; then SIGTERM → every pid of the tree gone, as context.",
         "- memory: a fresh instance of each with 4 HTTP workers on loopback (the upgrade "
         f"figure's apps), {args.settle * 2:g} s after all workers are ready (svcengine: READY=1 "
         "on the bench's NOTIFY_SOCKET; gunicorn: 4 markers); RSS and PSS from "

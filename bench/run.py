@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""svcengine vs Gunicorn, side by side, in one run.
+"""svcengine vs Gunicorn (and Ruby's ServerEngine and Unicorn), side by side, in one run.
 
-    python bench/run.py [--quick] [--peers svcengine,gunicorn] [--no-write] ...
+    python bench/run.py [--quick] [--peers svcengine,gunicorn,serverengine,unicorn] ...
 
 Process events (fork/exec/exit) are timed by the kernel through the proc
 connector (bench/procconn.py, needs root); "app code is running" is a datagram
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import procconn
+from common import RUBY_HINT, machine, ruby_missing, ruby_versions, serverengine_argv, unicorn_argv
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -248,6 +249,11 @@ class Peer:
     name = "?"  # the table column
     label = "?"  # logs and errors
     tag = "?"  # directory names
+    stop_signal = signal.SIGTERM  # the peer's graceful stop
+    # Orphan trials all at once: the peer's workers notice a dead master only on a timer
+    # (or never), so serial trials would each wait out the cap.
+    orphans_concurrent = False
+    notifies = True  # sends READY=1 to NOTIFY_SOCKET
 
     def argv_env(self, inst: Instance) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
@@ -284,6 +290,7 @@ class Svcengine(Peer):
 class Gunicorn(Peer):
     name = label = "gunicorn"
     tag = "gun"
+    orphans_concurrent = True  # sync workers check their parent every timeout / 2 = 15 s
 
     def argv_env(self, inst: Instance) -> tuple[list[str], dict[str, str]]:
         argv = [
@@ -307,6 +314,46 @@ class Gunicorn(Peer):
             "hello:app",
         ]
         return argv, {}
+
+
+class ServerEngine(Peer):
+    """bench/apps/serverengine_hello.rb: process workers, no supervisor process, so the
+    launched ruby is the server that forks the workers."""
+
+    name = label = "serverengine"
+    tag = "se"
+    notifies = False
+    # A worker keeps the read end of its own heartbeat pipe: its writes never fail once the
+    # server is gone, so orphans live on (docs/architecture.md, "ServerEngine's orphan bug").
+    orphans_concurrent = True
+
+    def argv_env(self, inst: Instance) -> tuple[list[str], dict[str, str]]:
+        return serverengine_argv(), {
+            "SVCBENCH_WORKERS": str(inst.nworkers),
+            "SVCBENCH_UNIX": str(inst.dir / "http.sock"),
+            "SVCBENCH_LOG": str(inst.dir / "serverengine.log"),
+        }
+
+
+class Unicorn(Peer):
+    """bench/apps/hello.ru under bench/apps/unicorn_conf.rb; logs to stderr (output.log)."""
+
+    name = label = "unicorn"
+    tag = "uni"
+    notifies = False
+    stop_signal = signal.SIGQUIT  # TERM is Unicorn's quick shutdown
+
+    def argv_env(self, inst: Instance) -> tuple[list[str], dict[str, str]]:
+        return unicorn_argv(str(inst.dir / "http.sock")), {"SVCBENCH_WORKERS": str(inst.nworkers)}
+
+
+PEERS: dict[str, Callable[[], Peer]] = {
+    "svcengine": Svcengine,
+    "gunicorn": Gunicorn,
+    "serverengine": ServerEngine,
+    "unicorn": Unicorn,
+}
+RUBY_PEERS = ("serverengine", "unicorn")
 
 
 class Instance:
@@ -431,15 +478,19 @@ class Instance:
 
     # -- endings --
     def graceful_stop(self, timeout: float = 60.0) -> tuple[int, int, int]:
-        """SIGTERM the master; return (kill time, master exit time, exit status)."""
-        self.check_alive("before SIGTERM")
+        """Send the peer's graceful stop signal to the master; return (signal time, master exit
+        time, exit status)."""
+        sig = self.peer.stop_signal
+        self.check_alive(f"before {sig.name}")
         t0 = time.monotonic_ns()
-        os.kill(self.pid, signal.SIGTERM)
+        os.kill(self.pid, sig)
         try:
             rc = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill_all()
-            raise RuntimeError(f"{self.peer.label}: no exit {timeout:.0f}s after SIGTERM") from None
+            raise RuntimeError(
+                f"{self.peer.label}: no exit {timeout:.0f}s after {sig.name}"
+            ) from None
         t_wait = time.monotonic_ns()
         self.bench.col.sync()
         p = self.bench.col.proc(self.pid)
@@ -488,6 +539,8 @@ def pct(xs: list[float], q: float) -> float:
     k = (len(s) - 1) * q
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
+    if k == lo or s[hi] == float("inf"):  # inf - inf is nan; past the cap is past the cap
+        return s[hi] if k > lo else s[lo]
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
@@ -686,9 +739,10 @@ class Bench:
             inst.finish()
 
     # -- figure 2: orphan lifetime --
-    def orphans(self, peer: Peer, concurrent: bool) -> list[float]:
+    def orphans(self, peer: Peer) -> list[float]:
         a = self.args
-        groups = [list(range(a.orphans))] if concurrent else [[i] for i in range(a.orphans)]
+        n = a.orphans
+        groups = [list(range(n))] if peer.orphans_concurrent else [[i] for i in range(n)]
         results = []
         for group in groups:
             insts: list[tuple[Instance, list[int]]] = []
@@ -743,8 +797,8 @@ class Bench:
         )
         return vals
 
-    def orphan_figures(self, res: dict[str, list[float]]) -> None:
-        """Rows: svcengine (both PDEATHSIG settings) each against gunicorn."""
+    def orphan_figures(self, res: dict[str, list[float]], others: list[str]) -> None:
+        """Rows: svcengine (both PDEATHSIG settings) each against the other peers."""
         cap = self.args.orphan_cap
         for suffix, svc_label in (
             ("", "svcengine"),
@@ -754,7 +808,7 @@ class Bench:
                 continue
             extra = ", svcengine with worker_pdeathsig = false" if suffix else ""
             for q, qn in ((1.0, "max"), (0.5, "median")):
-                for label, col in ((svc_label, "svcengine"), ("gunicorn", "gunicorn")):
+                for label, col in ((svc_label, "svcengine"), *((o, o) for o in others)):
                     vals = res.get(label)
                     v = pct(vals, q) if vals else None
                     capped = v == float("inf")
@@ -767,21 +821,23 @@ class Bench:
                         cap * 1000 if capped else v,
                         capped=capped,
                     )
-        for label, col in (("svcengine", "svcengine"), ("gunicorn", "gunicorn")):
+        for label in ("svcengine", *others):
             xs = [r["master_exit_ms"] for r in self.samples.get("orphan", {}).get(label, [])]
+            if not xs:
+                continue
             self.put(
                 "orphan_master_median",
                 f"orphans: SIGKILL master → master itself gone, median of {len(xs)} (context)",
                 "ms",
-                col,
+                label,
                 statistics.median(xs) if xs else None,
             )
 
     # -- figures 3 and 5: start → ready, and graceful stop --
-    def start_stop(self, peer: Peer, n: int) -> None:
+    def start_stop(self, peer: Peer, n: int, trials: int) -> None:
         a = self.args
         starts, stops, rdy, wstops, firsts = [], [], [], [], []
-        for _ in range(a.starts):
+        for _ in range(trials):
             inst = Instance(self, peer, n)
             try:
                 ready = inst.wait_ready(n, 120.0)
@@ -790,7 +846,7 @@ class Bench:
                 starts.append((t_last - t_exec) / MS)
                 forks = [p.fork_ns for p in self.col.children(inst.pid)]
                 firsts.append((min(forks) - t_exec) / MS if forks else None)
-                rn = inst.wait_note("READY=1", 5.0)
+                rn = inst.wait_note("READY=1", 5.0) if peer.notifies else None
                 rdy.append((rn - t_exec) / MS if rn else None)
                 if len(starts) == 1 and (blk := sig_masks(inst.pid).get("SigBlk")):
                     self.note(
@@ -806,10 +862,13 @@ class Bench:
                 wstops.append((max(gone) - t_term) / MS if gone and not outlived else None)
                 if outlived:
                     self.note(
-                        f"{peer.label}: {len(outlived)} workers outlived the master after SIGTERM"
+                        f"{peer.label}: {len(outlived)} workers outlived the master after "
+                        f"{peer.stop_signal.name}"
                     )
                 if rc != 0:
-                    self.note(f"{peer.label}: exit status {rc} after SIGTERM (expected 0)")
+                    self.note(
+                        f"{peer.label}: exit status {rc} after {peer.stop_signal.name} (expected 0)"
+                    )
             finally:
                 inst.finish()
         self.keep(f"start_{n}", peer.label, starts)
@@ -818,7 +877,7 @@ class Bench:
         ws = [x for x in wstops if x is not None]
         self.put(
             f"wstop_{n}",
-            f"graceful stop: SIGTERM master → last worker gone ({n} idle workers), "
+            f"graceful stop: stop signal to master → last worker gone ({n} idle workers), "
             f"median of {len(ws)}",
             "ms",
             peer.name,
@@ -842,7 +901,7 @@ class Bench:
             statistics.median(starts),
         )
         r = [x for x in rdy if x is not None]
-        if len(r) < len(rdy):
+        if peer.notifies and len(r) < len(rdy):
             self.note(
                 f"{peer.label}: READY=1 never reached the bench's NOTIFY_SOCKET (waited 5 s after "
                 f"all {n} workers ran) in {len(rdy) - len(r)} of {len(rdy)} starts"
@@ -857,7 +916,7 @@ class Bench:
         )
         self.put(
             f"stop_{n}",
-            f"graceful stop: SIGTERM master → master exit ({n} idle workers), "
+            f"graceful stop: stop signal to master → master exit ({n} idle workers), "
             f"median of {len(stops)}",
             "ms",
             peer.name,
@@ -961,7 +1020,7 @@ def ratio(f: Figure, a: str, b: str) -> str:
 
 
 def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[str, str]:
-    """The project venv with gunicorn (and svcengine, editable) in it."""
+    """The project venv with gunicorn (and svcengine, editable) in it; the peers' versions."""
     global SVC_SRC
     info: dict[str, str] = {}
     if not VPY.exists():
@@ -987,7 +1046,9 @@ def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[
         text=True,
     )
     info["python"] = ver.stdout.strip()
-    for pkg in peers:
+    if any(p in RUBY_PEERS for p in peers):
+        info.update(ruby_versions())
+    for pkg in (p for p in peers if p not in RUBY_PEERS):
         r = subprocess.run(
             [str(VPY), "-c", f"import importlib.metadata as m; print(m.version({pkg!r}))"],
             capture_output=True,
@@ -1062,32 +1123,6 @@ def wait_quiet(limit: float) -> None:
         time.sleep(3)
 
 
-def machine() -> dict[str, str]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) // 1024} MiB"
-    osr = "?"
-    with contextlib.suppress(OSError):
-        for line in open("/etc/os-release"):
-            if line.startswith("PRETTY_NAME="):
-                osr = line.split("=", 1)[1].strip().strip('"')
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
-        "memory": mem,
-        "kernel": platform.release(),
-        "os": osr,
-    }
-
-
 ORDER = (
     "respawn_exit",
     "respawn_fork",
@@ -1106,8 +1141,8 @@ ORDER = (
 
 
 def table(b: Bench, labels: list[str]) -> list[str]:
-    both = "svcengine" in labels and "gunicorn" in labels
-    head = ["figure", "unit", *labels] + (["svcengine/gunicorn"] if both else [])
+    others = [lb for lb in labels if lb != "svcengine"] if "svcengine" in labels else []
+    head = ["figure", "unit", *labels, *(f"svcengine/{o}" for o in others)]
     rows = [head, ["---"] * len(head)]
 
     def rank(f: Figure) -> int:
@@ -1116,8 +1151,7 @@ def table(b: Bench, labels: list[str]) -> list[str]:
 
     for f in sorted(b.figures.values(), key=rank):
         row = [f.title, f.unit, *[f.values.get(lb, "—") for lb in labels]]
-        if both:
-            row.append(ratio(f, "svcengine", "gunicorn"))
+        row += [ratio(f, "svcengine", o) for o in others]
         rows.append(row)
     return ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -1127,7 +1161,7 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
     cmd = "python bench/run.py" + ("" if len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:]))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Benchmarks: svcengine vs Gunicorn",
+        "# Benchmarks: svcengine vs Gunicorn, ServerEngine and Unicorn",
         "",
         "Written by `bench/run.py` (method and options: [bench/README.md](../bench/README.md)).",
         "Every number below comes from one run of the command shown, on the machine shown.",
@@ -1141,10 +1175,17 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         f"{env.get('load_during', '?')}",
         f"- svcengine {env.get('svcengine', 'n/a')}, "
         f"last commit to svcengine/: {env.get('commit', '?')}; "
-        f"gunicorn {env.get('gunicorn', 'n/a')} (sync workers, defaults)",
+        f"gunicorn {env.get('gunicorn', 'n/a')} (sync workers, defaults)"
+        + (
+            f"; ServerEngine {env['serverengine']} and Unicorn {env['unicorn']} on ruby "
+            f"{env['ruby']} (Debian's packages)"
+            if "ruby" in env
+            else ""
+        ),
         "",
-        "Ratio = svcengine / gunicorn (below 1: svcengine smaller/faster; "
-        "`<` or `>` where one side hit the cap).",
+        "Ratio = svcengine / peer (below 1: svcengine smaller/faster; "
+        "`<` or `>` where one side hit the cap). — : not measured; n/a: no value "
+        "(the Ruby peers don't send sd_notify READY=1).",
         "",
         *table(b, labels),
         "",
@@ -1153,20 +1194,25 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         "- Process fork/exec/exit times are the kernel's own (Linux proc connector, "
         "CLOCK_MONOTONIC); the bench sends signals and notes CLOCK_MONOTONIC right before.",
         '- "Running app code" is a datagram each worker sends with its CLOCK_MONOTONIC time: '
-        "svcengine from the first line of `Worker.run()`, gunicorn from its `post_worker_init` "
-        "hook (after the WSGI app is loaded, before the request loop).",
+        "svcengine from the first line of `Worker.run()` (an idle worker), gunicorn from its "
+        "`post_worker_init` hook (after the WSGI app is loaded, before the request loop), "
+        "ServerEngine from the first line of its worker's `run` (`bench/apps/serverengine_hello.rb`"
+        ": `process` workers, no supervisor process, a unix socket bound by the server before it "
+        "forks), Unicorn from its `after_worker_ready` hook (`bench/apps/unicorn_conf.rb`, "
+        "`hello.ru`, `-E none`, a unix socket).",
         f"- respawn: {b.args.workers} workers, killed round-robin (oldest first), each having "
         f"lived ≥ {b.args.min_life:g} s since it was ready (svcengine backs off workers that "
         "crash within ~1 s of their start; the same pacing is used for gunicorn).",
         "- orphans: SIGKILL to the master, then the kernel's exit events of its workers; a trial "
         f"whose workers outlive {b.args.orphan_cap:g} s is reported as over the cap and its "
-        "workers are killed by pid. Gunicorn trials run concurrently (their time is set by the "
-        "sync worker's select timeout, half of `timeout` = 15 s, not by CPU); svcengine trials run "
-        "one at a time.",
+        "workers are killed by pid. Gunicorn and ServerEngine trials run concurrently (their time "
+        "is set by a timer — gunicorn's sync worker checks its parent every `timeout`/2 = 15 s — "
+        "or never comes, not by CPU); svcengine and Unicorn trials run one at a time.",
         "- start: from the master's exec (kernel event) to the last worker's app-ready marker. "
         "READY=1 is when the bench's NOTIFY_SOCKET received it (gunicorn sends it before it forks "
         "any worker; svcengine once every worker is ready).",
-        f"- graceful stop: same instances as start, after {b.args.settle:g} s idle: SIGTERM → the "
+        f"- graceful stop: same instances as start, after {b.args.settle:g} s idle: the peer's "
+        "graceful stop signal (SIGTERM; SIGQUIT for Unicorn, whose TERM is a quick stop) → the "
         "kernel's exit events of the last worker and of the master.",
         f"- idle: after {b.args.settle:g} s settle, {b.args.idle_seconds:g} s of "
         "voluntary+nonvoluntary context switches summed over the master's threads "
@@ -1209,10 +1255,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--peers", default="svcengine,gunicorn", help="comma list (default: %(default)s)"
+        "--peers",
+        default=",".join(PEERS),
+        help="comma list (default: %(default)s; the Ruby peers are skipped with a line saying "
+        f"why when Debian's packages are missing: {RUBY_HINT})",
     )
     ap.add_argument("--workers", type=int, default=4, help="pool size for most figures (default 4)")
     ap.add_argument("--big", type=int, default=64, help="large pool size (default 64)")
+    ap.add_argument("--huge", type=int, default=256, help="start/stop only; 0: skip (256)")
+    ap.add_argument("--huge-starts", type=int, default=3, help="start/stop trials at --huge (3)")
     ap.add_argument("--kills", type=int, default=20, help="respawn samples (default 20)")
     ap.add_argument("--min-life", type=float, default=1.5, help="s a worker lives before its kill")
     ap.add_argument("--orphans", type=int, default=10, help="orphan trials (default 10)")
@@ -1247,9 +1298,19 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.quick:  # smaller defaults; options given explicitly still win
-        ap.set_defaults(kills=6, orphans=3, starts=2, idle_seconds=3.0, big=16)
+        ap.set_defaults(kills=6, orphans=3, starts=2, idle_seconds=3.0, big=16, huge=32)
+        ap.set_defaults(huge_starts=1)
         args = ap.parse_args()
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if unknown := [p for p in peers if p not in PEERS]:
+        raise SystemExit(f"--peers: unknown {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    skipped = ""
+    if any(p in RUBY_PEERS for p in peers) and (why := ruby_missing()):
+        if args.peers != ap.get_default("peers"):
+            raise SystemExit(f"--peers asks for Ruby peers, but {why}: {RUBY_HINT}")
+        skipped = f"Ruby peers (ServerEngine, Unicorn) skipped: {why}; to include them: {RUBY_HINT}"
+        log(skipped)
+        peers = [p for p in peers if p not in RUBY_PEERS]
     global GUNICORN_ARGS
     GUNICORN_ARGS = args.gunicorn_args
     only = set(filter(None, args.only.split(","))) or {"respawn", "orphans", "start", "idle"}
@@ -1280,6 +1341,8 @@ def main() -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     b = Bench(args)
+    if skipped:
+        b.note(skipped)
     env = ensure_env(peers, not args.no_install, args.svcengine_rev, b.outdir)
     log(f"versions: {env}; logs in {b.outdir}")
     wait_quiet(args.wait_quiet)
@@ -1289,9 +1352,11 @@ def main() -> int:
     if float(env["load_before"].split("%")[0]) > 10:
         b.note(f"the machine was busy before the run started ({env['load_before']})")
     stat0 = cpu_times()
-    svc, svc_nopds, gun = Svcengine(True), Svcengine(False), Gunicorn()
-    order = [p for p in (svc, gun) if p.name in peers]
+    svc, svc_nopds = Svcengine(True), Svcengine(False)
+    order = [svc if name == "svcengine" else make() for name, make in PEERS.items()]
+    order = [p for p in order if p.name in peers]
     labels = [p.name for p in order]
+    others = [p.name for p in order if p is not svc]
 
     def attempt(what: str, fn, *a):
         """Run one figure; with --wait-quiet, redo it (twice at most) if the
@@ -1326,19 +1391,18 @@ def main() -> int:
         for p in order:
             if "respawn" in only:
                 attempt(f"respawn {p.label}", b.respawn, p)
-        for p in order:
-            if "start" in only:
-                attempt(f"start/stop {p.label} x{args.workers}", b.start_stop, p, args.workers)
-        for p in order:
-            if "start" in only:
-                attempt(f"start/stop {p.label} x{args.big}", b.start_stop, p, args.big)
+        sizes = [(args.workers, args.starts), (args.big, args.starts)]
+        sizes += [(args.huge, args.huge_starts)] if args.huge else []
+        for n, trials in sizes:
+            for p in order:
+                if "start" in only:
+                    attempt(f"start/stop {p.label} x{n}", b.start_stop, p, n, trials)
         if "orphans" in only:
             res = {}
-            for p in ([svc, svc_nopds] if "svcengine" in peers else []) + (
-                [gun] if "gunicorn" in peers else []
-            ):
-                res[p.label] = attempt(f"orphans {p.label}", b.orphans, p, p is gun)
-            b.orphan_figures({k: v for k, v in res.items() if v})
+            rest = [p for p in order if p is not svc]
+            for p in ([svc, svc_nopds] if svc in order else []) + rest:
+                res[p.label] = attempt(f"orphans {p.label}", b.orphans, p)
+            b.orphan_figures({k: v for k, v in res.items() if v}, others)
     except KeyboardInterrupt:
         log(f"interrupted ({stop_req or 'SIGINT'}): cleaning up")
         rc = 130

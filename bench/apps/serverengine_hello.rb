@@ -1,5 +1,6 @@
-# ServerEngine's peer app (bench/more.py): 4 process workers serving hello-world HTTP
-# on a TCP socket the server (the master) binds before forking, like svcengine's `listen`.
+# ServerEngine's peer app (bench/run.py, bench/more.py): process workers serving hello-world
+# HTTP on a socket the server (the master) binds before forking, like svcengine's `listen`:
+# TCP on 127.0.0.1:$SVCBENCH_PORT, or a unix socket at $SVCBENCH_UNIX.
 #   SVCBENCH_PORT=8000 SVCBENCH_WORKERS=4 ruby bench/apps/serverengine_hello.rb
 require "serverengine"
 require "socket"
@@ -9,7 +10,12 @@ module HelloServer
   attr_reader :listener
 
   def before_run
-    @listener = TCPServer.new("127.0.0.1", Integer(ENV.fetch("SVCBENCH_PORT")))
+    path = ENV["SVCBENCH_UNIX"]
+    @listener = if path
+                  UNIXServer.new(path)
+                else
+                  TCPServer.new("127.0.0.1", Integer(ENV.fetch("SVCBENCH_PORT")))
+                end
   end
 end
 
