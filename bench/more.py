@@ -997,7 +997,7 @@ PEER_ORDER = ("svcengine", "gunicorn", "serverengine", "unicorn")
 def table(rows: dict[str, dict]) -> list[str]:
     extra = [p for p in PEER_ORDER[2:] if any(p in r["values"] for r in rows.values())]
     peers = ["svcengine", "gunicorn", *extra]
-    head = ["figure", "unit", *peers, "svcengine/gunicorn"]
+    head = ["figure", "unit", *peers, *(f"svcengine/{p}" for p in peers[1:])]
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows.values():
         v = row["values"]
@@ -1007,10 +1007,8 @@ def table(rows: dict[str, dict]) -> list[str]:
             if row.get("of") and peer in row["of"]:
                 s += f" of {row['of'][peer]}"
             cells.append(s)
-        out.append(
-            f"| {row['title']} | {row['unit']} | {' | '.join(cells)} | "
-            f"{ratio(v.get('svcengine'), v.get('gunicorn'))} |"
-        )
+        cells += [ratio(v.get("svcengine"), v.get(p)) for p in peers[1:]]
+        out.append(f"| {row['title']} | {row['unit']} | {' | '.join(cells)} |")
     return out
 
 
@@ -1246,7 +1244,7 @@ def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> st
         "the machine busy during the upgrade runs (8 client threads + 4 workers); more than "
         "that means something else was running.",
         "",
-        "Ratio = svcengine / gunicorn (below 1: svcengine fewer/smaller/faster).",
+        "Ratio = svcengine / peer (below 1: svcengine fewer/smaller/faster).",
         "",
         *lines,
         "",
