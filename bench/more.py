@@ -1216,12 +1216,13 @@ def main() -> int:
 
 def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> str:
     m, v = res["machine"], res["versions"]
+    raw = Path(args.output).with_suffix(".json").name
     doc = [
         "# More benchmarks: svcengine vs Gunicorn (upgrade under load, memory), with Ruby peers",
         "",
         "Written by `bench/more.py`; the other figures are in [benchmarks.md](benchmarks.md). "
         "Every number below comes from one run of the command shown, on the machine shown; "
-        "the raw samples are in [benchmarks-more.json](benchmarks-more.json).",
+        f"the raw samples are in [{raw}]({raw}).",
         "",
         f"- date: {res['date']}",
         f"- command: `{res['command']}` (took {res['took_s']:.0f} s)",

@@ -1123,6 +1123,7 @@ def wait_quiet(limit: float) -> None:
         time.sleep(3)
 
 
+KEEP = "<!-- bench/run.py keeps what follows this line when it rewrites the file -->"
 ORDER = (
     "respawn_exit",
     "respawn_fork",
@@ -1247,7 +1248,12 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
             elif fig.startswith(("start_", "fork1_", "stop_", "wstop_", "ready1_")):
                 desc = ", ".join(f"{x:.1f}" if x is not None else "—" for x in xs)
                 lines.append(f"- {fig} {peer} (ms): {desc}")
-    path.write_text("\n".join(lines) + "\n")
+    kept = ""  # a hand-written reading of the figures, below KEEP, survives a rewrite
+    with contextlib.suppress(OSError):
+        old = path.read_text()
+        if KEEP in old:
+            kept = "\n" + old[old.index(KEEP) :]
+    path.write_text("\n".join(lines) + "\n" + kept)
 
 
 def main() -> int:
