@@ -8,7 +8,6 @@ carries the guarantee alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -23,6 +22,8 @@ if IS_LINUX:
     try:
         _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # find_library() would fork ldconfig
     except OSError:
+        import ctypes.util  # the fallback alone: it imports subprocess, shutil, tempfile
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     _libc.prctl.restype = ctypes.c_int

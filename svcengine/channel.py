@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 READY = b"ready"
 BOOT_FAILED = b"boot-failed"
+EXITED = b"exited"  # a thread worker's end (a process worker's is its exit status)
 
 _CELL = struct.Struct("d")
 

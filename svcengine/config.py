@@ -11,11 +11,9 @@ import dataclasses
 import grp
 import os
 import pwd
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 EX_CONFIG = 78
@@ -201,7 +199,9 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     values: dict[str, Any] = {}
     source = None
     if path is not None:
-        source = str(Path(path).resolve())
+        import tomllib  # here, not at the top: a start without a file never parses TOML
+
+        source = os.path.realpath(path)
         try:
             with open(path, "rb") as f:
                 values = tomllib.load(f)

@@ -9,7 +9,6 @@ or silent client can never stall it (it is dropped after a few seconds).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -144,6 +143,8 @@ class ControlServer:
         if b"\n" not in buf and data and len(buf) < MAX_REQUEST:
             return True
         line = bytes(buf).split(b"\n", 1)[0]
+        import json  # on the first request, not at start-up: the master rarely gets one
+
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
@@ -159,6 +160,8 @@ class ControlServer:
 
     @staticmethod
     def _reply(conn: socket.socket, response: dict[str, Any]) -> None:
+        import json
+
         try:
             conn.send(json.dumps(response).encode() + b"\n")
         except OSError:
@@ -181,6 +184,8 @@ class ControlServer:
 
 def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """Client side: one request, one response."""
+    import json
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import selectors
 import signal
 from collections.abc import Callable
@@ -25,11 +24,11 @@ from .privileges import Identity
 from .signals import PRESETS, Command, SignalPipe
 from .stopping import Stopper
 from .systemd import Notifier, watchdog_interval
-from .threads import EXITED, ThreadWorkers
 
 if TYPE_CHECKING:
     from .server import Server
     from .sockets import Listener
+    from .threads import ThreadWorkers
 
 log = logging.getLogger("svcengine.master")
 
@@ -96,6 +95,9 @@ class Master:
         self.signals = SignalPipe(self.commands)
         self.threads: ThreadWorkers | None = None
         if self.cfg.worker_type == "thread":
+            # deferred, like random below: only some configurations use them
+            from .threads import ThreadWorkers
+
             self.threads = ThreadWorkers(
                 lambda: self.cfg,
                 self.server.worker_class,
@@ -202,6 +204,8 @@ class Master:
                 return
             self._spawn(worker_id)
             if self.cfg.start_worker_delay:
+                import random
+
                 jitter = random.uniform(-1, 1) * self.cfg.start_worker_delay_rand
                 self._next_spawn_at = now + self.cfg.start_worker_delay * (1 + jitter)
         retry = self.pool.next_retry(timers.now())
@@ -266,7 +270,7 @@ class Master:
                 self._on_ready(pid)
             elif kind == channel.BOOT_FAILED:
                 self._on_boot_failed(pid, text)
-            elif kind == EXITED and self.threads is not None:
+            elif kind == channel.EXITED and self.threads is not None:
                 self.threads.exited(pid)
                 code = int(text) if text.lstrip("-").isdigit() else 1
                 self._on_exit(pid, (code & 0xFF) << 8)

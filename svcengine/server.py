@@ -21,10 +21,10 @@ from typing import Any
 from . import config as configmod
 from . import control as controlmod
 from . import daemon as daemonmod
-from . import embedded, spawn
 from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
+from . import spawn
 from . import upgrade as upgrademod
 from .hooks import Hooks
 from .master import Master
@@ -252,6 +252,8 @@ class Server:
             log.info("preloaded %s", cfg.worker)
         notifier = Notifier()
         if cfg.worker_type == "embedded":
+            from . import embedded  # imported only for its worker type
+
             if control is not None:
                 control.close()  # no master loop to answer it
             try:

@@ -7,7 +7,6 @@ worker restart or a reload never closes them and no connection is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -91,6 +90,8 @@ def from_systemd(environ: dict[str, str] | None = None) -> list[Listener] | None
     names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
     addrs = env.get("SVCENGINE_LISTEN_ADDRS")  # set by an upgrading master
     if addrs:
+        import json  # only after an upgrade
+
         try:
             names = [str(a) for a in json.loads(addrs)]
         except ValueError:

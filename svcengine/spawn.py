@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import signal
@@ -147,6 +146,8 @@ def _exec_spawned(
     ctx: ForkContext, worker_id: int, status_fd: int, life_fd: int, beat_index: int, old_mask: Any
 ) -> None:
     """worker_type = "spawn": a fresh interpreter, handed its fds by number."""
+    import json  # only this worker type needs it, and this process execs at once
+
     cfg = ctx.config
     keep = [status_fd, life_fd, ctx.heartbeats.fd, *(s.fileno() for s in ctx.sockets)]
     for fd in keep:

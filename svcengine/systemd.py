@@ -15,8 +15,10 @@ import os
 import select
 import socket
 import time
+from typing import TYPE_CHECKING
 
-import sdnotify
+if TYPE_CHECKING:
+    import sdnotify
 
 log = logging.getLogger("svcengine.systemd")
 
@@ -183,6 +185,8 @@ class Notifier:
 
 def _connect(address: str) -> sdnotify.SystemdNotifier:
     """sdnotify reads the address from the environment at construction only."""
+    import sdnotify  # here: a master started outside systemd never needs it
+
     saved = os.environ.get("NOTIFY_SOCKET")
     os.environ["NOTIFY_SOCKET"] = address
     try:

@@ -29,8 +29,6 @@ from .worker import Worker
 
 log = logging.getLogger("svcengine.master")
 
-EXITED = b"exited"
-
 
 class ThreadWorkers:
     def __init__(
@@ -96,7 +94,7 @@ class ThreadWorkers:
             except Exception:
                 log.exception("worker %d: run() raised", runtime.worker_id)
         finally:
-            channel.send(runtime.status_fd, EXITED, str(code))
+            channel.send(runtime.status_fd, channel.EXITED, str(code))
             os.close(runtime.status_fd)
 
     def signal(self, key: int, signum: int) -> bool:

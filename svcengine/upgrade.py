@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import fcntl
-import json
 import logging
 import os
 import selectors
@@ -214,6 +213,8 @@ def _exec_new_master(argv: list[str], listeners: list[Listener], old_pid: int, c
         parked = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, start) for s in listeners]
         for i, fd in enumerate(parked):
             os.dup2(fd, 3 + i, inheritable=True)
+        import json  # in the child that execs the new master: nowhere else
+
         env = dict(os.environ)
         env.update(
             LISTEN_FDS=str(len(listeners)),
