@@ -20,9 +20,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(configmod.EX_CONFIG, f"svcengine: config error: {message}\n")
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's own formatter and width, without the `import shutil` (and zlib, bz2,
+    lzma) it does for shutil.get_terminal_size(): it makes a formatter per add_argument."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="svcengine",
+        formatter_class=_formatter,
         description="Run a pool of Python workers as a Unix service. "
         "`svcengine ctl --help` steers a running one.",
     )

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from . import _linux, channel, config, health, proctitle, report, spawn, timers
 from . import log as logsetup
-from . import upgrade as upgrademod
 from .control import ControlServer
 from .pool import Backoff, Phase, Pool, State, Worker, describe_status
 from .privileges import Identity
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from .server import Server
     from .sockets import Listener
     from .threads import ThreadWorkers
+    from .upgrade import Upgrader
 
 log = logging.getLogger("svcengine.master")
 
@@ -85,7 +85,7 @@ class Master:
         self.failure: str | None = None  # why the master gave up, for the daemon launcher
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
-        self.upgrader = upgrademod.Upgrader(self)
+        self.upgrader: Upgrader | None = None  # made on the first USR2
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -95,7 +95,7 @@ class Master:
         self.signals = SignalPipe(self.commands)
         self.threads: ThreadWorkers | None = None
         if self.cfg.worker_type == "thread":
-            # deferred, like random below: only some configurations use them
+            # deferred, like random and upgrade below: only some configurations use them
             from .threads import ThreadWorkers
 
             self.threads = ThreadWorkers(
@@ -355,7 +355,7 @@ class Master:
             self._on_exit(pid, status)
 
     def _on_exit(self, pid: int, status: int) -> None:
-        if self.upgrader.owns(pid):
+        if self.upgrader is not None and self.upgrader.owns(pid):
             self.upgrader.child_exited(status)
             return
         was_stopping = (w0 := self.pool.by_pid.get(pid)) is not None and (
@@ -452,6 +452,10 @@ class Master:
             self.dump()
         elif command is Command.UPGRADE:
             if self.phase is not Phase.STOPPING:
+                if self.upgrader is None:
+                    from .upgrade import Upgrader
+
+                    self.upgrader = Upgrader(self)
                 self.upgrader.begin()
 
     # --- commands --------------------------------------------------------------------
@@ -463,7 +467,8 @@ class Master:
                     self._kill(w.pid, signum)
                 self._arm_stopper()
             return
-        self.upgrader.hand_over()  # the new master's go-ahead, if an upgrade is running
+        if self.upgrader is not None:
+            self.upgrader.hand_over()  # the new master's go-ahead, if an upgrade is running
         log.info(
             "%s stop: stopping %d worker(s)",
             "quick" if quick else "graceful",

@@ -52,7 +52,7 @@ def snapshot(master: Master) -> dict[str, Any]:
                 "rss": _linux.rss_bytes(w.pid) if w.pid > 0 else None,
             }
         )
-    upgrade = master.upgrader.current
+    upgrade = master.upgrader.current if master.upgrader else None
     return {
         "pid": master.pid,
         "name": master.cfg.name,

@@ -25,7 +25,6 @@ from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
 from . import spawn
-from . import upgrade as upgrademod
 from .hooks import Hooks
 from .master import Master
 from .privileges import Identity
@@ -36,6 +35,7 @@ from .worker import Worker
 log = logging.getLogger("svcengine")
 
 EX_SOFTWARE = 1
+UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
 
 
 class StartError(Exception):
@@ -67,7 +67,7 @@ class Server:
         self.pidfile: pidfilemod.Pidfile | None = None
         self.readiness = daemonmod.Readiness()
         self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
-        self.upgrading_from = upgrademod.upgraded_from()  # old master's pid, until take-over
+        self.upgrading_from = upgraded_from()  # old master's pid, until take-over
         self._handed_over = False
         self.boot_failure: str | None = None
         if self.upgrading_from is not None:
@@ -302,6 +302,16 @@ class Server:
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
+
+
+def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
+    """In a new master: the old master's pid (and forget it, for our own children).
+
+    Here, not in upgrade.py: that module (the old master's side) is imported only on USR2.
+    """
+    env = os.environ if environ is None else environ
+    value = env.pop(UPGRADE_FROM, None)
+    return int(value) if value and value.isdigit() else None
 
 
 def create(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .pool import describe_status
+from .server import UPGRADE_FROM
 from .sockets import Listener
 from .timers import Timer
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("svcengine.upgrade")
 
-UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
 LISTEN_ADDRS = "SVCENGINE_LISTEN_ADDRS"  # the sockets' own names (may contain ':')
 
 
@@ -233,10 +233,3 @@ def _exec_new_master(argv: list[str], listeners: list[Listener], old_pid: int, c
         traceback.print_exc()
     finally:
         os._exit(127)
-
-
-def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
-    """In a new master: the old master's pid (and forget it, for our own children)."""
-    env = os.environ if environ is None else environ
-    value = env.pop(UPGRADE_FROM, None)
-    return int(value) if value and value.isdigit() else None
