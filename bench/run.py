@@ -20,6 +20,7 @@ import os
 import platform
 import selectors
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -43,7 +44,7 @@ MS = 1e6  # ns per ms
 PR_SET_CHILD_SUBREAPER = 36
 BUSY_REDO = 45.0  # % CPU busy during a figure above which --wait-quiet redoes it
 GUNICORN_ARGS = ""  # --gunicorn-args
-SVC_SRC: Path | None = None  # --svcengine-rev: a git-archive snapshot put first on PYTHONPATH
+SVC_SRC: Path | None = None  # a byte-compiled snapshot of svcengine/, first on PYTHONPATH
 
 
 def log(msg: str) -> None:
@@ -1061,15 +1062,23 @@ def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[
         capture_output=True,
         text=True,
     )
+    # svcengine runs from a byte-compiled snapshot, as an installed package (pip, the .deb)
+    # does: an editable tree under PYTHONDONTWRITEBYTECODE recompiles itself at every start.
+    SVC_SRC = outdir / "svcengine-src"
+    SVC_SRC.mkdir(parents=True)
     if rev:
         if r.returncode:
             raise SystemExit(f"--svcengine-rev {rev}: {r.stderr.strip()}")
-        SVC_SRC = outdir / "svcengine-src"
-        SVC_SRC.mkdir(parents=True)
         archive = subprocess.run(
             [*git, "archive", rev, "svcengine"], capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(SVC_SRC)], input=archive.stdout, check=True)
+    else:
+        shutil.copytree(
+            REPO / "svcengine", SVC_SRC / "svcengine", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    subprocess.run([str(VPY), "-m", "compileall", "-q", str(SVC_SRC)], check=True)
+    if "svcengine" in peers:
         where = subprocess.run(
             [str(VPY), "-c", "import svcengine; print(svcengine.__file__)"],
             env={**os.environ, "PYTHONPATH": str(SVC_SRC)},
@@ -1079,6 +1088,7 @@ def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[
         ).stdout.strip()
         if not where.startswith(str(SVC_SRC)):
             raise SystemExit(f"the snapshot in {SVC_SRC} does not win over {where}")
+    if rev:
         info["commit"] = f"{r.stdout.strip()} (svcengine/ from `git archive {rev}`)"
     else:
         dirty = subprocess.run(
