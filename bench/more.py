@@ -38,7 +38,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import RUBY_HINT, machine, ruby_missing, ruby_versions, serverengine_argv, unicorn_argv
+from common import (
+    RUBY_HINT,
+    byte_compile,
+    machine,
+    ruby_missing,
+    ruby_versions,
+    serverengine_argv,
+    unicorn_argv,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1067,6 +1075,7 @@ def wait_quiet(limit: float, quiet: float = 15.0) -> float:
 def ensure_env(install: bool) -> None:
     if not VPY.exists():
         raise SystemExit(f"{VENV} missing: run ./dev test first")
+    byte_compile(VPY, APPS, EXAMPLES, REPO / "svcengine")
     if not SVC.exists():
         if not install:
             raise SystemExit("svcengine not in .venv")

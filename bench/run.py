@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import procconn
-from common import RUBY_HINT, machine, ruby_missing, ruby_versions, serverengine_argv, unicorn_argv
+from common import (
+    RUBY_HINT,
+    byte_compile,
+    machine,
+    ruby_missing,
+    ruby_versions,
+    serverengine_argv,
+    unicorn_argv,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1077,7 +1085,7 @@ def ensure_env(peers: list[str], install: bool, rev: str, outdir: Path) -> dict[
         shutil.copytree(
             REPO / "svcengine", SVC_SRC / "svcengine", ignore=shutil.ignore_patterns("__pycache__")
         )
-    subprocess.run([str(VPY), "-m", "compileall", "-q", str(SVC_SRC)], check=True)
+    byte_compile(VPY, SVC_SRC, APPS)
     if "svcengine" in peers:
         where = subprocess.run(
             [str(VPY), "-c", "import svcengine; print(svcengine.__file__)"],
