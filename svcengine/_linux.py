@@ -14,6 +14,7 @@ import sys
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 
 IS_LINUX = sys.platform.startswith("linux")
 
@@ -49,26 +50,31 @@ def set_pdeathsig(signum: int) -> bool:
     return True
 
 
-def get_pdeathsig() -> int:
+def _get_int(option: int) -> int:
+    """A prctl that stores its answer through an int pointer."""
     if _libc is None:
         return 0
     value = ctypes.c_int(0)
-    _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    try:
-        if _libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(value), 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if _libc.prctl(option, ctypes.addressof(value), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
     return value.value
 
 
-def set_child_subreaper() -> bool:
-    """Make orphaned descendants re-parent to us instead of PID 1."""
+def get_pdeathsig() -> int:
+    return _get_int(PR_GET_PDEATHSIG)
+
+
+def set_child_subreaper(on: bool = True) -> bool:
+    """Make orphaned descendants re-parent to us instead of PID 1 (or stop doing so)."""
     if _libc is None:
         return False
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_CHILD_SUBREAPER, int(on))
     return True
+
+
+def is_child_subreaper() -> bool:
+    return _get_int(PR_GET_CHILD_SUBREAPER) == 1
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -129,7 +129,7 @@ def format_status(st: dict[str, Any]) -> str:
 def _upgrade(args: argparse.Namespace, old: int) -> int:
     """Send USR2 and wait for the outcome: the old master gone (done) or a rollback."""
     try:
-        before = (_ask(args, {"cmd": "status"}).get("upgrade") or {}).get("pid")
+        before = (_ask(args, {"cmd": "status"}).get("upgrade") or {}).get("attempt")
     except (OSError, ValueError):
         before = None
     os.kill(old, signal.SIGUSR2)
@@ -147,8 +147,8 @@ def _upgrade(args: argparse.Namespace, old: int) -> int:
         except (OSError, ValueError):
             continue  # the socket is changing hands
         up = st.get("upgrade") or {}
-        if st.get("pid") == old and up.get("state") == "failed" and up.get("pid") != before:
-            return _fail(f"upgrade rolled back: {up.get('reason')}; master {old} serves on", 1)
+        if st.get("pid") == old and up.get("state") == "failed" and up.get("attempt") != before:
+            return _fail(f"upgrade failed: {up.get('reason')}; master {old} serves on", 1)
     return _fail(f"no outcome within {args.timeout:.0f}s", 1)
 
 

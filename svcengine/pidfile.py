@@ -114,11 +114,15 @@ class Pidfile:
         """Lock and write the pidfile for `pid`, or raise AlreadyRunning."""
         self.pid = pid or os.getpid()
         self.path = os.path.abspath(self.path)
-        while True:
+        for attempt in range(1, 100):
             fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
             if not _try_lock(fd):
                 holder = _parse(os.pread(fd, 64, 0)) or _lock_holder(fd)
                 os.close(fd)
+                if holder is None and attempt < 10:
+                    # a concurrent start was renaming its written file over the empty one
+                    # we locked against: the path names the holder's file now, look again
+                    continue
                 raise AlreadyRunning(self.path, holder)
             # the path may have been replaced between open and lock: hold the right file
             try:
@@ -128,6 +132,8 @@ class Pidfile:
             if same:
                 break
             os.close(fd)
+        else:
+            raise PidfileError(f"cannot lock pidfile {self.path}: it keeps being replaced")
         stale = _parse(os.pread(fd, 64, 0))
         if stale and stale != self.pid:
             log.warning("replacing stale pidfile %s (pid %d is not running it)", self.path, stale)

@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import _linux
 from .pool import describe_status
 from .server import UPGRADE_FROM
 from .sockets import Listener
@@ -46,14 +47,20 @@ class State(enum.Enum):
 class Upgrade:
     """The old master's view of one upgrade attempt."""
 
-    pid: int
+    pid: int  # 0: refused before any fork
     started_at: float
+    attempt: int  # counts USR2s, so `ctl upgrade` can tell its own outcome from an older one
     state: State = State.RUNNING
     reason: str = ""
     timer: Timer | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {"pid": self.pid, "state": self.state.value, "reason": self.reason}
+        return {
+            "pid": self.pid,
+            "attempt": self.attempt,
+            "state": self.state.value,
+            "reason": self.reason,
+        }
 
 
 class Upgrader:
@@ -62,6 +69,7 @@ class Upgrader:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.current: Upgrade | None = None
+        self.attempts = 0
 
     @property
     def running(self) -> bool:
@@ -79,6 +87,16 @@ class Upgrader:
         if m.server.upgrading_from is not None:
             log.warning("USR2 ignored: this master has not yet taken over from its predecessor")
             return
+        self.attempts += 1
+        if m.pid == 1:
+            # the new master would be our child, and the pid namespace (the container) ends
+            # when PID 1 exits: the hand-over would take everything down with it
+            self.current = Upgrade(0, time.monotonic(), self.attempts)
+            self._failed(
+                "refused: this master is PID 1, and the container would end with it; "
+                "run it under an init (docker --init, tini) to upgrade in place"
+            )
+            return
         m.server.hooks.call("before_exec", m.server)
         m.server.pidfile_to_oldbin()
         argv = command_line(m.cfg.upgrade_command)
@@ -86,9 +104,10 @@ class Upgrader:
             pid = spawn_new_master(argv, m.sockets, m.pid, m.server.start_cwd)
         except OSError as exc:
             m.server.pidfile_from_oldbin()
+            self.current = Upgrade(0, time.monotonic(), self.attempts)
             self._failed(f"cannot fork: {exc}")
             return
-        self.current = Upgrade(pid, time.monotonic())
+        self.current = Upgrade(pid, time.monotonic(), self.attempts)
         self.current.timer = m.timers.after(m.cfg.upgrade_timeout, self._timed_out)
         self._watch_exit(pid)
         log.info("upgrade: started a new master (pid %d): %s", pid, " ".join(argv))
@@ -168,7 +187,20 @@ def spawn_new_master(argv: list[str], listeners: list[Listener], old_pid: int, c
     The double fork makes the new master a child of init (systemd) from the start:
     systemd 252 marks a MAINPID= that is not its own child as "alien" and then
     never waits for it on stop, so `systemctl stop` would skip the graceful part.
+    A subreaper master would adopt the orphaned new master itself, so it stops
+    being one until the middle process has exited.
     """
+    reaper = _linux.is_child_subreaper()
+    if reaper:
+        _linux.set_child_subreaper(False)
+    try:
+        return _double_fork(argv, listeners, old_pid, cwd)
+    finally:
+        if reaper:
+            _linux.set_child_subreaper(True)
+
+
+def _double_fork(argv: list[str], listeners: list[Listener], old_pid: int, cwd: str) -> int:
     r, w = os.pipe2(os.O_CLOEXEC)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()))
     try:

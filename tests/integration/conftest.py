@@ -33,7 +33,7 @@ def no_process_left_behind():
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        _linux._prctl(_linux.PR_SET_CHILD_SUBREAPER, 0)
+        _linux.set_child_subreaper(False)
         assert not leftovers, f"processes left behind: {sorted(leftovers)}"
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -187,7 +189,7 @@ def test_broken_code_rolls_back_and_serves_on(upgradable):
     (u.app_dir / "http_worker.py").write_text("def broken(:\n")  # a syntax error
     r = u.ctl("upgrade")
     assert r.returncode == 1
-    assert "upgrade rolled back" in r.stderr and "failed to boot" in u.log()
+    assert "upgrade failed" in r.stderr and "failed to boot" in u.log()
     load.join()
     assert load.failures == [], load.failures[:5]
     assert u.pid == old and u.tree() == old_tree
@@ -198,17 +200,48 @@ def test_broken_code_rolls_back_and_serves_on(upgradable):
     assert u.ctl("stop").returncode == 0
 
 
-def test_upgrade_that_never_gets_ready_times_out(upgradable):
-    u = upgradable(workers=1, extra="upgrade_timeout = 1.5\n")
-    u.start()
-    old = u.pid
+def _never_ready(u: Upgradable) -> None:
+    """From now on the app's workers never report ready: an upgrade to it can only time out."""
     src = (u.app_dir / "http_worker.py").read_text()
     (u.app_dir / "http_worker.py").write_text(
         src.replace(
             "    request_timeout = 10.0\n", "    request_timeout = 10.0\n    ready_on_run = False\n"
         )
     )
+
+
+def test_upgrade_that_never_gets_ready_times_out(upgradable):
+    u = upgradable(workers=1, extra="upgrade_timeout = 1.5\n")
+    u.start()
+    old = u.pid
+    _never_ready(u)
     r = u.ctl("upgrade")
     assert r.returncode == 1 and "not ready within 1.5s" in r.stderr
     assert u.pid == old
     assert u.ctl("stop").returncode == 0
+
+
+def test_a_subreaper_master_does_not_adopt_its_new_master(upgradable):
+    """Under systemd the new master must be systemd's child (else its MAINPID is "alien" and
+    never waited for on stop); a subreaper old master would have adopted it."""
+    u = upgradable(workers=1, extra="subreaper = true\nupgrade_timeout = 5\n")
+    u.start()
+    old = u.pid
+    _never_ready(u)  # keeps the upgrade in progress long enough to look at it
+    os.kill(old, signal.SIGUSR2)
+
+    def upgrade() -> dict:
+        return json.loads(u.ctl("status", "--json").stdout).get("upgrade") or {}
+
+    new = wait_for(lambda: upgrade().get("pid"), 5, "the new master")
+    # the nearest subreaper above the old master is this test process (conftest)
+    assert _ppid(new) == os.getpid() != old
+    wait_for(lambda: upgrade().get("state") == "failed", 15, "the upgrade to time out")
+    assert not alive(new)
+    assert u.pid == old and "child subreaper" in u.log()
+    assert u.ctl("stop").returncode == 0
+
+
+def _ppid(pid: int) -> int:
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat.rsplit(")", 1)[1].split()[1])

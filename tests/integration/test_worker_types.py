@@ -152,13 +152,14 @@ def test_subreaper_reaps_orphaned_grandchildren(service):
     assert svc.wait_exit() == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
-def test_as_pid_1_reaps_everything_and_exits_cleanly(service, tmp_path):
-    svc = service(workers=2, start=False)
-    svc.args = []
-    # run the master as PID 1 of a new pid namespace, like a container's entrypoint
-    import sys
+needs_unshare = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"
+)
 
+
+def _start_as_pid_1(svc) -> int:
+    """Run the master as PID 1 of a new pid namespace, like a container's entrypoint."""
+    svc.args = []
     real_popen = subprocess.Popen
 
     def popen(cmd, **kw):
@@ -173,10 +174,29 @@ def test_as_pid_1_reaps_everything_and_exits_cleanly(service, tmp_path):
     (master,) = wait_for(lambda: children_of(svc.pid) or None, 5, "the namespace's PID 1")
     status = open(f"/proc/{master}/status").read()
     assert re.search(r"^NSpid:\s+\d+\s+1$", status, re.M), "the master is not PID 1"
+    return master
+
+
+@needs_unshare
+def test_as_pid_1_reaps_everything_and_exits_cleanly(service):
+    svc = service(workers=2, start=False)
+    master = _start_as_pid_1(svc)
     svc.wait_log(r"worker 0 listening for commands", since_mark=False)
     svc.command(0, "orphans 50")
     wait_for(lambda: _orphan_count(svc.log_text()) == 50, 10, "50 orphans reaped by PID 1")
     os.kill(master, signal.SIGTERM)
     assert svc.wait_exit(10) == 0
     assert "master exits 0" in svc.log_text()
-    assert sys.executable
+
+
+@needs_unshare
+def test_as_pid_1_refuses_an_upgrade_and_serves_on(service):
+    """The new master would be PID 1's child, and the namespace ends when PID 1 exits."""
+    svc = service(workers=2, start=False)
+    master = _start_as_pid_1(svc)
+    workers = children_of(master)
+    os.kill(master, signal.SIGUSR2)
+    svc.wait_log(r"upgrade failed: refused: this master is PID 1")
+    assert children_of(master) == workers, "the upgrade forked something, or lost a worker"
+    os.kill(master, signal.SIGTERM)
+    assert svc.wait_exit(10) == 0
