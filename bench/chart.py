@@ -236,11 +236,12 @@ def main() -> int:
     )
     runs = sorted(k for k in rows if k.startswith("upgrade_failed_") and k[-1].isdigit())
     up_groups = []
-    for k in [*runs, "upgrade_failed_total"]:
+    # one group per run while they fit, else the total alone
+    for k in [*(runs if len(runs) <= 4 else []), "upgrade_failed_total"]:
         if k not in rows:
             continue
         of = rows[k].get("of", {})
-        label = "all runs" if k.endswith("total") else f"run {k.rsplit('_', 1)[1]}"
+        label = f"all {len(runs)} runs" if k.endswith("total") else f"run {k.rsplit('_', 1)[1]}"
         tot = "\n".join(fmt(float(of[p])) for p in (*PEERS, *RUBY) if p in of)
         up_groups.append((f"{label}, of\n{tot}", m(k)))
     up_peers = peers_in(up_groups)
@@ -303,7 +304,8 @@ def main() -> int:
         src.append(f"bench/run.py figures: {run_path.relative_to(REPO)}")
     if more_path:
         src.append(
-            f"bench/more.py figures (upgrade, {big}-worker start/stop, memory, preload): "
+            f"bench/more.py figures (upgrade{'' if in_run else f', {big}-worker start/stop'}, "
+            "memory, preload): "
             f"{more_path.relative_to(REPO)}, {more.get('date', '?')}, "
             f"`{more.get('command', '?')}`"
         )
@@ -345,7 +347,8 @@ def main() -> int:
         transform=notes_ax.transAxes,
     )
     fig.suptitle(
-        "svcengine vs Gunicorn (and Unicorn / ServerEngine where measured), same machine",
+        "svcengine vs Gunicorn, ServerEngine and Unicorn (the Ruby peers where installed), "
+        "same machine",
         fontsize=14,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
