@@ -5,7 +5,7 @@
                                      [--more docs/benchmarks-more.json] [--output PNG]
 
 Reads the results bench/run.py leaves in bench/out/<stamp>/results.json (default:
-the newest one holding both peers' 64-worker start) and the JSON bench/more.py
+the newest one holding a svcengine start figure) and the JSON bench/more.py
 writes (default: docs/benchmarks-more.json, else the newest bench/out/more-*.json).
 Needs matplotlib (the project's `bench` extra: .venv/bin/pip install matplotlib).
 """
@@ -49,7 +49,7 @@ def newest_run_results() -> Path | None:
             figs = json.loads(p.read_text()).get("figures", {})
         except (OSError, ValueError):
             continue
-        if all(parse(figs.get("start_64", {}).get(peer))[0] for peer in PEERS):
+        if any(k.startswith("start_") and parse(v.get("svcengine"))[0] for k, v in figs.items()):
             return p
     return None
 
@@ -176,20 +176,17 @@ def main() -> int:
     ]
     notes_ax = fig.add_subplot(gs[2, 2])
     notes_ax.set_axis_off()
-    big = next((k.split("_")[1] for k in rows if k.startswith("start_")), "256")
-    # the largest pool: from run.py when it measured one (all peers), else from more.py
-    in_run = f"start_{big}" in figs
-    big_start = r(f"start_{big}") if in_run else m(f"start_{big}")
-    big_stop = r(f"wstop_{big}") if in_run else m(f"stop_{big}")
-    from_more = "" if in_run else "\n(more.py)"
+
+    def sizes(prefix: str) -> list[int]:
+        """The pool sizes run.py measured for a figure (4, 64, 256 by default)."""
+        tails = (k.removeprefix(prefix) for k in figs if k.startswith(prefix))
+        return sorted(int(t) for t in tails if t.isdigit())
 
     start_groups = present(
         [
             ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
             ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
-            ("start,\n4 workers", r("start_4")),
-            ("start,\n64 workers", r("start_64")),
-            (f"start,\n{big} workers{from_more}", big_start),
+            *((f"start,\n{n} workers", r(f"start_{n}")) for n in sizes("start_")),
         ]
     )
     bars(
@@ -203,9 +200,7 @@ def main() -> int:
     )
     stop_groups = present(
         [
-            ("graceful stop,\n4 workers", r("wstop_4")),
-            ("graceful stop,\n64 workers", r("wstop_64")),
-            (f"graceful stop,\n{big} workers{from_more}", big_stop),
+            *((f"graceful stop,\n{n} workers", r(f"wstop_{n}")) for n in sizes("wstop_")),
             ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
         ]
     )
@@ -220,10 +215,8 @@ def main() -> int:
     )
     idle = present(
         [
-            ("CPU ms per 10 s,\n4 workers", r("idle_cpu_4")),
-            ("CPU ms per 10 s,\n64 workers", r("idle_cpu_64")),
-            ("wakeups/s,\n4 workers", r("idle_wake_4")),
-            ("wakeups/s,\n64 workers", r("idle_wake_64")),
+            *((f"CPU ms per 10 s,\n{n} workers", r(f"idle_cpu_{n}")) for n in sizes("idle_cpu_")),
+            *((f"wakeups/s,\n{n} workers", r(f"idle_wake_{n}")) for n in sizes("idle_wake_")),
         ]
     )
     bars(
@@ -304,8 +297,7 @@ def main() -> int:
         src.append(f"bench/run.py figures: {run_path.relative_to(REPO)}")
     if more_path:
         src.append(
-            f"bench/more.py figures (upgrade{'' if in_run else f', {big}-worker start/stop'}, "
-            "memory, preload): "
+            "bench/more.py figures (upgrade, memory, preload): "
             f"{more_path.relative_to(REPO)}, {more.get('date', '?')}, "
             f"`{more.get('command', '?')}`"
         )
