@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -222,6 +223,19 @@ class Load:
             t.join(self.timeout + 5)
 
 
+def early_closers(port: int, n: int, timeout: float = 10.0) -> None:
+    """n clients that send a request and hang up before the answer: half close, half reset
+    (SO_LINGER 0), so the worker writes into a dead connection (EPIPE / ECONNRESET)."""
+    deadline = time.monotonic() + timeout
+    for i in range(n):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {i} of {n} early-closing clients in {timeout} s")
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n")
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 # --- the service --------------------------------------------------------------------------------
 class Service:
     """svcengine in the foreground (the soak worker on loopback), started through `prefix`.
@@ -259,12 +273,22 @@ class Service:
         tmp.chmod(0o644)
         tmp.rename(self.config_path)  # a HUP never reads half a file
 
+    def write_broken_config(self, text: bytes) -> None:
+        """Replace the config file with bytes the master must refuse on HUP (write_config puts
+        a good one back)."""
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_bytes(text)
+        tmp.chmod(0o644)
+        tmp.rename(self.config_path)
+
     def start(self) -> int:
         """Start the master in the foreground (our child; later ones are adopted by us, the
         subreaper, when their predecessor exits); return its pid."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env["SVC_SOAK_CMD_DIR"] = str(self.cmd_dir)
-        self.output = open(self.root / "output.txt", "wb")  # noqa: SIM115 - closed in cleanup()
+        if hasattr(self, "output"):
+            self.output.close()  # a restart after a stop appends to the same file
+        self.output = open(self.root / "output.txt", "ab")  # noqa: SIM115 - closed in cleanup()
         self.proc = subprocess.Popen(
             [*self.prefix, PYTHON, "-m", "svcengine", "--foreground"]
             + ["--config", str(self.config_path)],
@@ -303,6 +327,15 @@ class Service:
             capture_output=True,
             text=True,
             timeout=timeout,
+        )
+
+    def ctl_async(self, *args: str) -> subprocess.Popen:
+        """`svcengine ctl` started, not waited for (wait() it)."""
+        return subprocess.Popen(
+            [PYTHON, "-m", "svcengine", "ctl", "--pid", str(self.pid_path), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def send(self, pid: int, command: str) -> None:

@@ -35,6 +35,7 @@ from soaklib import (
     Service,
     alive,
     children,
+    early_closers,
     fd_count,
     open_fds,
     processes_of_uid,
@@ -73,7 +74,23 @@ WEIGHTS = {
     "logdir_unwritable": 1,
     "fork_failure": 1,
     "burst": 1,
+    "early_close": 2,
+    "hup_bad_config": 1,
+    "usr2_no_pidfile": 1,
+    "stop_during_upgrade": 1,
 }
+EARLY_CLOSERS = 200
+# files a HUP must refuse while the running config serves on (the item, the file's bytes)
+BAD_CONFIGS = [
+    ("a non-UTF-8 byte", b'workers = 2\nname = "soak\xff"\n'),
+    ("a 20,000-deep array", b"workers = " + b"[" * 20000 + b"]" * 20000 + b"\n"),
+    ("a NUL in chuser", b'workers = 2\nchuser = "no\\u0000body"\n'),
+    ("an unknown key", b"workers = 2\nwrokers = 3\n"),
+    ("a float that is not finite", b"workers = 2\nworker_graceful_kill_timeout = nan\n"),
+    ("workers out of bounds", b"workers = 9223372036854775807\n"),
+    ("a port out of range", b'listen = ["127.0.0.1:99999"]\n'),
+    ("not TOML at all", b"this is = = not toml\n"),
+]
 FD_SLACK = 3  # descriptors a master may hold beyond its first count (a control connection...)
 RSS_SLACK_KIB = 6 * 1024
 
@@ -369,6 +386,91 @@ class Soak:
         assert alive(self.master)
         self.say(f"{n} signals ({pairs} TTIN/TTOU pairs, CONT, USR1, CHLD, PIPE)")
 
+    def f_early_close(self) -> None:
+        """Clients that send a request and hang up before the answer: a worker writing into the
+        dead connection gets EPIPE/ECONNRESET like any Python program (not a fatal SIGPIPE)."""
+        before = self.workers()
+        self.svc.log.mark()
+        t0 = time.monotonic()
+        early_closers(self.svc.port, EARLY_CLOSERS)
+        self.fault(0, t0)
+        self.load.wait_progress(20, 15)  # every early request was taken, and the pool serves on
+        st = self.converge()
+        after = {w["id"]: w["pid"] for w in st["workers"] if w["pid"]}
+        died = self.svc.log.since_mark()
+        assert after == before, f"workers replaced by early-closing clients: {before} -> {after}"
+        assert "killed by" not in died and "exited with" not in died, died[-2000:]
+        self.say(f"{EARLY_CLOSERS} clients hung up early; no worker died")
+
+    def f_hup_bad_config(self) -> None:
+        """A HUP with a config the master must refuse: it says why and serves on unchanged."""
+        what, text = self.rng.choice(BAD_CONFIGS)
+        before = self.workers()
+        self.svc.write_broken_config(text)
+        self.svc.log.mark()
+        t0 = time.monotonic()
+        try:
+            self.signal_master(signal.SIGHUP)
+            self.svc.log.wait(r"reload failed", 10)
+            st = self.svc.status()
+            assert st["pid"] == self.master and alive(self.master), st
+            assert {w["id"]: w["pid"] for w in st["workers"] if w["pid"]} == before, st
+            self.load.wait_progress(20, 15)
+        finally:
+            self.svc.write_config(self.target)
+        self.fault(0, t0)
+        self.say(f"HUP with {what} refused; the pool served on")
+
+    def f_usr2_no_pidfile(self) -> None:
+        """USR2 after the pidfile was removed: the upgrade goes on (and the new master writes
+        a pidfile) or fails cleanly; either way a master serves."""
+        old_tree = {self.master, *children(self.master)}
+        self.svc.pid_path.unlink()
+        self.svc.log.mark()
+        t0 = time.monotonic()
+        self.signal_master(signal.SIGUSR2)
+        m = self.svc.log.wait(r"upgrade: handing over to|upgrade failed", 60)
+        self.fault(0, t0)
+        if "failed" in m.group(0):
+            assert alive(self.master), "the master died of a failed upgrade"
+            self.say(f"upgrade without a pidfile failed cleanly: {m.group(0)}")
+            return
+        assert not wait_gone(old_tree, 30), "the old master or its workers live on"
+        self.svc.reap(self.master)
+        new = self.svc.status()["pid"]
+        assert new != self.master and alive(new)
+        wait_for(self.svc.pid_path.exists, 10, "the new master's pidfile")
+        assert self.svc.master() == new
+        self.say(f"master {self.master} -> {new} without a pidfile to start from")
+        self.master = new
+        self.target = self.svc.workers
+
+    def f_stop_during_upgrade(self) -> None:
+        """TERM to the old master while its successor boots stops the whole service: both
+        masters and every worker exit. Then the service is started again."""
+        old_tree = {self.master, *children(self.master)}
+        t0 = time.monotonic()
+        upgrade = self.svc.ctl_async("upgrade")
+        try:
+            new = wait_for(
+                lambda: (self.svc.status().get("upgrade") or {}).get("pid") or None,
+                10,
+                "the successor master's pid",
+            )
+            self.signal_master(signal.SIGTERM)  # as `systemctl stop` or `ctl stop` would
+            tree = old_tree | {new, *children(new)}
+            left = wait_gone(tree, 30)
+            assert not left, f"a stop during an upgrade left {sorted(left)} running"
+        finally:
+            upgrade.wait(30)
+        self.svc.reap(self.master)
+        self.svc.reap(new)
+        # the service was down until here: a stop explains every request that failed meanwhile
+        self.fault(10**9, t0)
+        self.master = self.svc.start()
+        self.target = self.svc.workers
+        self.say(f"TERM during an upgrade stopped both masters; restarted as {self.master}")
+
     # --- the run ------------------------------------------------------------------------------
     def schedule(self):
         first = sorted(WEIGHTS)
@@ -391,7 +493,8 @@ class Soak:
             master = self.master
             getattr(self, f"f_{kind}")()
             self.kinds[kind] += 1
-            assert kind == "usr2" or self.master == master, "the master changed"
+            upgrades = ("usr2", "usr2_no_pidfile", "stop_during_upgrade")
+            assert kind in upgrades or self.master == master, "the master changed"
             self.converge()
             time.sleep(self.rng.uniform(0.5, 1.5))  # pacing: the load runs on the whole pool
 
