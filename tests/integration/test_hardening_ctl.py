@@ -422,7 +422,7 @@ def test_the_runtime_dir_the_master_made_is_removed_on_a_clean_exit(tmp_path):
     runtime = Path(f"/run/svcengine/{name}")
     svc = Service(tmp_path, "apps:Idle", 1, "", ["--name", name])
     try:
-        svc.start()
+        svc.start({"RUNTIME_DIRECTORY": ""})  # not the harness's own: the /run/svcengine default
         svc.wait_ready()
         assert (runtime / "control.sock").exists()
         svc.kill(signal.SIGTERM)
