@@ -47,6 +47,10 @@ HELP = {
 class NotAnswering(OSError):
     """No control socket answers (none there, or a stale file): the fallback's cue."""
 
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(f"not running (nothing answers at {where})")
+
 
 def _seconds(text: str) -> float:
     try:
@@ -119,7 +123,7 @@ def _ask_master(args: argparse.Namespace, payload: dict[str, Any]) -> tuple[dict
     try:
         reply, peer = control.ask(path, payload, check=check)
     except (FileNotFoundError, ConnectionRefusedError):
-        raise NotAnswering(f"not running (nothing answers at {' or '.join(paths)})") from None
+        raise NotAnswering(" or ".join(paths)) from None
     return reply, control.trusted_pid(path, peer, reply.get("pid"), service)
 
 
@@ -142,10 +146,10 @@ def _send(args: argparse.Namespace, command: str) -> int:
     try:
         reply, pid = _ask_master(args, {"cmd": command})
     except NotAnswering as exc:
-        pid = _locked_pid(args)
-        if pid is None:
+        locked = _locked_pid(args)
+        if locked is None:
             raise
-        why = f"no control socket answers ({exc})"
+        pid, why = locked, f"no control socket answers at {exc.where}"
     else:
         if reply.get("ok"):
             return pid
