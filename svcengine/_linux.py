@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
+import struct
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -97,3 +99,16 @@ def cpu_seconds(pid: int) -> float | None:
     fields = data[data.rfind(b")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of a unix socket's peer, as the kernel recorded them (SO_PEERCRED):
+    for a client, the server's as of its listen(). (-1, -1, -1) where there is no such option."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return -1, -1, -1
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    return pid, uid, gid

@@ -1,10 +1,13 @@
-"""The control socket: `svcengine ctl status` and `dump` talk to the master here.
+"""The control socket: every `svcengine ctl` command talks to the master here.
 
 AF_UNIX stream socket, mode 0600, in the service's runtime directory. Each
-connection sends one JSON line and gets one JSON line back. The peer's uid is
-read with SO_PEERCRED: only root and the service's own user are answered.
-Connections are non-blocking and served by the master's one loop, so a slow
-or silent client can never stall it (it is dropped after a few seconds).
+connection sends one JSON line and gets one JSON line back, which names the
+master's pid. Both sides check the other with SO_PEERCRED: the master answers
+only root and the service's own user; ctl believes only a server whose kernel-
+reported pid is the pid it answers, run by root, by ctl's user or by the owner
+of the socket's directory. Connections are non-blocking and served by the
+master's one loop, so a slow or silent client can never stall it (it is
+dropped after a few seconds).
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ import logging
 import os
 import selectors
 import socket
-import stat
-import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from . import _linux, sockets
 from .timers import Timers
 
 log = logging.getLogger("svcengine.control")
 
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request
 
@@ -38,6 +40,27 @@ def runtime_dir(name: str) -> str | None:
     return os.path.join(base, "svcengine", name or "default")
 
 
+def no_runtime_dir(name: str) -> str:
+    """Why runtime_dir(name) found nothing, for an error message."""
+    return (
+        f"no runtime directory for --name {name or 'default'}: XDG_RUNTIME_DIR is not set "
+        "(a non-root user's services keep their sockets there); give --socket or --pid"
+    )
+
+
+def name_candidates(name: str) -> list[str]:
+    """Where a service started with --name may have its control socket: its runtime
+    directory, or next to /run/svcengine/NAME.pid (svcengine-forking@.service gives --pid,
+    and a pidfile puts the socket beside it)."""
+    directory = runtime_dir(name)
+    if directory is None:
+        return []
+    out = [os.path.join(directory, "control.sock")]
+    if name:
+        out.append(os.path.join(os.path.dirname(directory), f"{name}.ctl"))
+    return out
+
+
 def socket_path(control_socket: str | None, pid_path: str | None, name: str) -> str | None:
     """The control socket's path: explicit, next to the pidfile, or in the runtime dir."""
     if control_socket:
@@ -50,8 +73,15 @@ def socket_path(control_socket: str | None, pid_path: str | None, name: str) -> 
 
 
 def peer_uid(conn: socket.socket) -> int:
-    data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(data)[1]
+    return _linux.peer_credentials(conn)[1]
+
+
+class AlreadyServed(Exception):
+    """Another live master answers at our control socket's path (two instances, one name)."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"already running: {path} is served by {who}")
 
 
 class ControlServer:
@@ -60,25 +90,31 @@ class ControlServer:
         path: str,
         handler: Callable[[dict[str, Any]], dict[str, Any]],
         allowed_uids: set[int],
+        replaces: int | None = None,
     ) -> None:
+        """Listen at path. A live socket there stays its server's (AlreadyServed), unless
+        that server is `replaces`, the master an upgrade takes over from."""
         self.path = path
         self.handler = handler
         self.allowed = allowed_uids | {0}
         directory = os.path.dirname(path) or "."
+        # ours to remove on exit if we make it (the leaf only) and leave it empty
+        self.made_dir = None if os.path.isdir(directory) else directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # born 0600: no window where others may connect
         try:
-            self.sock.bind(path)
+            sockets.bind_unix(self.sock, path, 16, replaces)
+        except sockets.InUse as exc:
+            self.sock.close()
+            raise AlreadyServed(path, exc.pid) from None
+        except BaseException:
+            self.sock.close()
+            self._remove_made_dir()
+            raise
         finally:
             os.umask(old)
         self.inode = os.stat(path).st_ino
-        self.sock.listen(16)
         self.sock.setblocking(False)
         self.buffers: dict[socket.socket, bytearray] = {}
 
@@ -155,7 +191,7 @@ class ControlServer:
         except Exception as exc:  # a bug must not take the master down
             log.exception("control request %r failed", line[:200])
             response = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self._reply(conn, response)
+        self._reply(conn, {**response, "pid": os.getpid()})  # whom ctl may check it against
         return False
 
     @staticmethod
@@ -180,15 +216,83 @@ class ControlServer:
                 os.unlink(self.path)
         except OSError:
             pass
+        self._remove_made_dir()
+
+    def _remove_made_dir(self) -> None:
+        if self.made_dir is not None:
+            try:
+                os.rmdir(self.made_dir)  # only if empty: a successor's socket keeps it
+            except OSError:
+                pass
 
 
-def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """Client side: one request, one response."""
+# --- the client side (`svcengine ctl`) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The control socket's server, as the kernel reports it (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+
+
+class Untrusted(OSError):
+    """The control socket's server is not who it should be: ctl acts on nothing it says."""
+
+
+def service_uids(path: str) -> set[int]:
+    """Who may serve the control socket at path, besides root and ctl's own user: the owner
+    of its directory (the service's user, who made its runtime directory). Not the socket
+    file's owner: whoever serves a planted socket owns it."""
+    try:
+        return {os.stat(os.path.dirname(path) or ".").st_uid}
+    except OSError:
+        return set()
+
+
+def check_server(path: str, peer: Peer, service: set[int]) -> None:
+    """Raise Untrusted unless the server runs as root, as us, or as the service's user."""
+    if peer.pid <= 0:
+        raise Untrusted(f"cannot tell who serves the control socket at {path}: refusing")
+    if peer.uid not in {0, os.geteuid(), *service}:
+        raise Untrusted(
+            f"the control socket at {path} is served by uid {peer.uid} (pid {peer.pid}), "
+            "not by root, you or the owner of its directory: refusing"
+        )
+
+
+def trusted_pid(path: str, peer: Peer, answered: object, service: set[int]) -> int:
+    """The master's pid: the server's own, as the kernel reports it. An answer naming any
+    other pid (say -1, which kill() would read as "every process") is refused."""
+    check_server(path, peer, service)
+    if answered is None:
+        return peer.pid  # an older master's answer without a pid: the kernel's word alone
+    if type(answered) is not int or answered != peer.pid:
+        raise Untrusted(
+            f"the control socket at {path} is served by pid {peer.pid}, "
+            f"which answered pid {answered!r}: refusing"
+        )
+    return peer.pid
+
+
+def ask(
+    path: str,
+    payload: dict[str, Any],
+    timeout: float = 10.0,
+    check: Callable[[Peer], None] | None = None,
+) -> tuple[dict[str, Any], Peer]:
+    """One request, one response, and who answered. `check` sees the server before
+    anything is sent to it, and may raise to send nothing."""
     import json
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
+        pid, uid, _ = _linux.peer_credentials(s)
+        peer = Peer(pid, uid)
+        if check is not None:
+            check(peer)
         s.sendall(json.dumps(payload).encode() + b"\n")
         chunks = []
         while True:
@@ -198,4 +302,12 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
             chunks.append(data)
             if data.endswith(b"\n"):
                 break
-    return json.loads(b"".join(chunks) or b"{}")
+    reply = json.loads(b"".join(chunks) or b"{}")
+    if not isinstance(reply, dict):
+        raise ValueError(f"the control socket at {path} answered {reply!r}")
+    return reply, peer
+
+
+def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """One request, one response, no identity check (tests and tools that made the socket)."""
+    return ask(path, payload, timeout)[0]

@@ -1,15 +1,19 @@
 """`svcengine ctl`: find a running service and steer it.
 
-Commands travel as signals where one fits (reload, stop, quit, reopen-logs);
-what needs an answer (status, dump, scale) goes over the control socket.
-The service is found by its pidfile (--pid) or its name (--name), which
-names its runtime directory.
+Every command is a named command on the control socket, so `stop` is a graceful stop
+under every `signal_map` (a signal's meaning depends on the preset; a name does not).
+Only when no socket answers at all does ctl fall back to the signal the default preset
+gives the command, and it says so. Nothing the socket says is taken on trust: the
+server's pid and uid come from the kernel (SO_PEERCRED), a pidfile's pid from its lock.
+The service is found by its pidfile (--pid), its name (--name, its runtime directory)
+or the socket itself (--socket).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import select
 import signal
@@ -22,12 +26,40 @@ from . import control, pidfile
 EX_UNAVAILABLE = 69  # the service is not running or does not answer
 EX_UNHEALTHY = 1
 
-SIGNALLED = {
+# a command's signal under the default signal_map: used only when no control socket answers
+FALLBACK = {
     "reload": signal.SIGHUP,
     "stop": signal.SIGTERM,
     "quit": signal.SIGQUIT,
     "reopen-logs": signal.SIGUSR1,
+    "pause": signal.SIGWINCH,
+    "upgrade": signal.SIGUSR2,
 }
+HELP = {
+    "reload": "re-read the config, replace the workers gracefully",
+    "stop": "graceful stop; waits for the master to exit",
+    "quit": "quick stop; waits for the master to exit",
+    "reopen-logs": "reopen the log file, in the master and every worker",
+    "pause": "stop every worker, keep the master (reload starts them again)",
+}
+
+
+class NotAnswering(OSError):
+    """No control socket answers (none there, or a stale file): the fallback's cue."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(f"not running (nothing answers at {where})")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,15 +68,17 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--pid", dest="pid_path", metavar="PATH", help="the service's pidfile")
     where.add_argument("--name", help="the service's name (finds its runtime directory)")
     p.add_argument("--socket", metavar="PATH", help="the control socket, if not the default")
-    p.add_argument("--timeout", type=float, default=60.0, help="how long stop waits (s)")
+    p.add_argument(
+        "--timeout", type=_seconds, default=60.0, help="how long stop, quit, upgrade wait (s)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     st = sub.add_parser("status", help="the pool, one line per worker")
     st.add_argument("--json", action="store_true")
     st.add_argument("--check", action="store_true", help="exit 1 unless ready and healthy")
-    for name in SIGNALLED:
-        sub.add_parser(name)
+    for name, text in HELP.items():
+        sub.add_parser(name, help=text)
     sub.add_parser("dump", help="every worker's Python stacks to the log")
-    sub.add_parser("upgrade", help="USR2: re-exec with zero downtime; exit 1 on rollback")
+    sub.add_parser("upgrade", help="re-exec with zero downtime; exit 1 on rollback")
     sc = sub.add_parser("scale", help="N, +N or -N workers")
     sc.add_argument("n")
     return p
@@ -55,27 +89,82 @@ def _fail(message: str, code: int = EX_UNAVAILABLE) -> int:
     return code
 
 
-def _socket_path(args: argparse.Namespace) -> str | None:
-    return control.socket_path(args.socket, args.pid_path, args.name or "")
+def _socket_paths(args: argparse.Namespace) -> list[str]:
+    if args.socket:
+        return [args.socket]
+    if args.pid_path:
+        return [str(control.socket_path(None, args.pid_path, ""))]
+    paths = control.name_candidates(args.name or "")
+    if not paths:
+        raise OSError(control.no_runtime_dir(args.name or ""))
+    return paths
+
+
+def _locked_pid(args: argparse.Namespace) -> int | None:
+    """The pid holding --pid's lock (None without --pid or when nobody holds it)."""
+    return pidfile.holder(args.pid_path) if args.pid_path else None
+
+
+def _ask_master(args: argparse.Namespace, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Ask the master; return its answer and its pid, proven by the kernel."""
+    paths = _socket_paths(args)
+    path = next((p for p in paths if os.path.exists(p)), paths[0])
+    locked = _locked_pid(args)  # a rewritten pidfile stops us before anything is sent
+    service = control.service_uids(path)
+
+    def check(peer: control.Peer) -> None:
+        control.check_server(path, peer, service)
+        if locked is not None and peer.pid != locked:
+            raise control.Untrusted(
+                f"the control socket at {path} is served by pid {peer.pid}, but "
+                f"{args.pid_path} is locked by pid {locked}: refusing"
+            )
+
+    try:
+        reply, peer = control.ask(path, payload, check=check)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise NotAnswering(" or ".join(paths)) from None
+    return reply, control.trusted_pid(path, peer, reply.get("pid"), service)
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
-    path = _socket_path(args)
-    if path is None:
-        raise OSError("no control socket: give --pid, --name or --socket")
-    try:
-        return control.request(path, payload)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise OSError(f"not running (nothing answers at {path})") from None
+    return _ask_master(args, payload)[0]
 
 
 def _master_pid(args: argparse.Namespace) -> int:
     if args.pid_path:
-        pid = pidfile.is_locked(args.pid_path)
-        if not pid or pid < 0:
+        pid = pidfile.holder(args.pid_path)
+        if not pid:
             raise OSError(f"not running ({args.pid_path} is not held by a live master)")
         return pid
-    return int(_ask(args, {"cmd": "pid"})["pid"])
+    return _ask_master(args, {"cmd": "pid"})[1]
+
+
+def _send(args: argparse.Namespace, command: str) -> int:
+    """Have the master carry out `command`; return its pid. With no socket to take it, or
+    a master too old to know the name, send the default preset's signal instead."""
+    try:
+        reply, pid = _ask_master(args, {"cmd": command})
+    except NotAnswering as exc:
+        locked = _locked_pid(args)
+        if locked is None:
+            raise
+        pid, why = locked, f"no control socket answers at {exc.where}"
+    else:
+        if reply.get("ok"):
+            return pid
+        error = str(reply.get("error", "refused"))
+        if not error.startswith("unknown command"):
+            raise RuntimeError(error)
+        why = f"master {pid} does not know {command!r} (an older svcengine)"
+    sig = FALLBACK[command]
+    os.kill(pid, sig)
+    print(
+        f"svcengine ctl: {why}; sent {sig.name} to master {pid}, which means "
+        "what its signal_map says (docs/signals.md)",
+        file=sys.stderr,
+    )
+    return pid
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -126,19 +215,19 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join([head, *lines])
 
 
-def _upgrade(args: argparse.Namespace, old: int) -> int:
-    """Send USR2 and wait for the outcome: the old master gone (done) or a rollback."""
+def _upgrade(args: argparse.Namespace) -> int:
+    """Ask for an upgrade and wait for the outcome: the old master gone (done) or a rollback."""
     try:
         before = (_ask(args, {"cmd": "status"}).get("upgrade") or {}).get("attempt")
     except (OSError, ValueError):
         before = None
-    os.kill(old, signal.SIGUSR2)
+    old = _send(args, "upgrade")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if _wait_gone(old, 0.1):
             try:
                 new = _master_pid(args)
-            except OSError as exc:
+            except (OSError, pidfile.PidfileError) as exc:
                 return _fail(f"the old master {old} exited, but no new one answers: {exc}", 1)
             print(f"upgrade: master {old} replaced by {new}")
             return 0
@@ -174,19 +263,20 @@ def main(argv: list[str]) -> int:
                 else f"scale: {reply['workers']} worker(s)"
             )
             return 0
-        pid = _master_pid(args)
         if args.command == "upgrade":
-            return _upgrade(args, pid)
-        os.kill(pid, SIGNALLED[args.command])
+            return _upgrade(args)
+        t0 = time.monotonic()
+        pid = _send(args, args.command)
         if args.command in ("stop", "quit"):
-            t0 = time.monotonic()
             if not _wait_gone(pid, args.timeout):
                 return _fail(f"pid {pid} still running after {args.timeout:.0f}s", 1)
             print(f"{args.command}: master {pid} exited after {time.monotonic() - t0:.2f}s")
         else:
-            print(f"{args.command}: sent {SIGNALLED[args.command].name} to master {pid}")
+            print(f"{args.command}: master {pid}: {HELP[args.command].split(';')[0]}")
         return 0
+    except RuntimeError as exc:  # the master refused
+        return _fail(str(exc), 1)
     except PermissionError as exc:
         return _fail(f"permission denied: {exc}", 77)
-    except OSError as exc:
+    except (OSError, ValueError, pidfile.PidfileError) as exc:
         return _fail(str(exc))

@@ -20,7 +20,7 @@ from . import log as logsetup
 from .control import ControlServer
 from .pool import Backoff, Phase, Pool, State, Worker, describe_status
 from .privileges import Identity
-from .signals import PRESETS, Command, SignalPipe
+from .signals import NAMED, PRESETS, Command, SignalPipe
 from .stopping import Stopper
 from .systemd import Notifier, watchdog_interval
 
@@ -638,9 +638,11 @@ class Master:
             return {"ok": True, **self.snapshot()}
         if cmd == "pid":
             return {"ok": True, "pid": self.pid}
-        if cmd == "dump":
-            self.dump()
-            return {"ok": True, "workers": len(self.pool.workers())}
+        command = NAMED.get(cmd) if isinstance(cmd, str) else None
+        if command is not None:  # what a signal means under the default signal_map
+            log.debug("control socket: %s: %s", cmd, command.value)
+            self.handle(command)
+            return {"ok": True, "pid": self.pid, "workers": len(self.pool.workers())}
         if cmd == "scale":
             arg = str(req.get("n", ""))
             try:

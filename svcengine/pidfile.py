@@ -76,21 +76,49 @@ def _lock_holder(fd: int) -> int | None:
     return l_pid if l_type != fcntl.F_UNLCK and l_pid > 0 else None
 
 
-def is_locked(path: str) -> int | None:
-    """The pid of the live master holding `path`, or None if nobody holds it."""
+def _probe(path: str) -> tuple[int, int | None] | None:
+    """(lock holder's pid, pid written in the file), or None if nobody holds the lock.
+    F_GETLK asks without taking: a read lock probe would conflict with the writer. The
+    holder's pid is 0 when it lives outside our pid namespace."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        # F_GETLK asks without taking: a read lock probe would conflict with the writer
         lock = fcntl.fcntl(fd, fcntl.F_GETLK, _flock_struct(fcntl.F_WRLCK))
         l_type, _, _, _, l_pid = _unpack_flock(lock)
         if l_type == fcntl.F_UNLCK:
             return None
-        return read_pid(path) or l_pid or -1
+        return max(l_pid, 0), _parse(os.pread(fd, 64, 0))
     finally:
         os.close(fd)
+
+
+def is_locked(path: str) -> int | None:
+    """The pid of the live master holding `path` (the lock's holder, not the file's text),
+    or None if nobody holds it."""
+    found = _probe(path)
+    if found is None:
+        return None
+    holder, written = found
+    return holder or written or -1
+
+
+def holder(path: str) -> int | None:
+    """The pid to signal for `path`: its lock's holder, or None if nobody holds it. Raises
+    PidfileError when the text names another pid (someone rewrote the file) or the holder
+    cannot be seen from here: the pid written in a file is never trusted alone."""
+    found = _probe(path)
+    if found is None:
+        return None
+    pid, written = found
+    if pid <= 0:
+        raise PidfileError(f"{path} is locked by a process outside this pid namespace")
+    if written is not None and written != pid:
+        raise PidfileError(
+            f"{path} names pid {written} but is locked by pid {pid}: refusing to trust it"
+        )
+    return pid
 
 
 _FLOCK = struct.Struct("hhqqi")  # struct flock on Linux: type, whence, start, len, pid
@@ -117,13 +145,13 @@ class Pidfile:
         for attempt in range(1, 100):
             fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
             if not _try_lock(fd):
-                holder = _parse(os.pread(fd, 64, 0)) or _lock_holder(fd)
+                locker = _lock_holder(fd) or _parse(os.pread(fd, 64, 0))
                 os.close(fd)
-                if holder is None and attempt < 10:
+                if locker is None and attempt < 10:
                     # a concurrent start was renaming its written file over the empty one
                     # we locked against: the path names the holder's file now, look again
                     continue
-                raise AlreadyRunning(self.path, holder)
+                raise AlreadyRunning(self.path, locker)
             # the path may have been replaced between open and lock: hold the right file
             try:
                 same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
@@ -140,8 +168,7 @@ class Pidfile:
         self._write_locked(fd)
 
     def _write_locked(self, old_fd: int) -> None:
-        tmp = f"{self.path}.{self.pid}.tmp"
-        fd = _open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        tmp, fd = self._create_temp()
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, f"{self.pid}\n".encode())
@@ -156,6 +183,18 @@ class Pidfile:
             raise
         os.close(old_fd)
         self.fd = fd
+
+    def _create_temp(self) -> tuple[str, int]:
+        """A new file of our own beside the pidfile: O_EXCL and an unguessable name, so a
+        file another user planted in a shared directory is never the one we write."""
+        for _ in range(8):
+            tmp = f"{self.path}.{self.pid}.{os.urandom(4).hex()}.tmp"
+            try:
+                return tmp, _open_nofollow(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            except PidfileError:
+                if not os.path.lexists(tmp):
+                    raise
+        raise PidfileError(f"cannot create a temporary file beside {self.path}")
 
     def rename(self, new_path: str) -> None:
         """Move the held pidfile (Unicorn's `.oldbin` during an upgrade)."""

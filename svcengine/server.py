@@ -120,7 +120,10 @@ class Server:
                 except OSError:
                     pass
         assert self.master is not None
-        self.master.attach_control(self._open_control())
+        try:
+            self.master.attach_control(self._open_control())
+        except controlmod.AlreadyServed as exc:  # a third process, not our predecessor
+            log.error("upgrade: no control socket: %s", exc)
 
     def announce_ready(self) -> None:
         """READY has been sent: release a daemon launcher, or the master we replace."""
@@ -229,7 +232,8 @@ class Server:
                 self._load_hooks()
                 self.listeners = socketmod.open_all(cfg.listen, cfg.source)
             control = None if upgrading else self._open_control()
-        except pidfilemod.AlreadyRunning as exc:
+        except (pidfilemod.AlreadyRunning, controlmod.AlreadyServed) as exc:
+            self._cleanup()  # a unix socket the launcher bound for us: by inode, ours only
             raise StartError(pidfilemod.EX_RUNNING, str(exc)) from None
         except configmod.ConfigError as exc:
             self._cleanup()
@@ -280,7 +284,9 @@ class Server:
         identity = Identity.resolve(cfg.chuser, cfg.chgroup)
         allowed = {os.geteuid()} | ({identity.uid} if identity else set())
         try:
-            server = controlmod.ControlServer(path, self._control_request, allowed)
+            server = controlmod.ControlServer(
+                path, self._control_request, allowed, replaces=self.upgrading_from
+            )
         except OSError as exc:
             log.warning("no control socket at %s: %s", path, exc.strerror)
             return None

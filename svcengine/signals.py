@@ -78,6 +78,19 @@ PRESETS: dict[str, dict[signal.Signals, Command]] = {
 }
 
 
+# The control socket's named commands (`svcengine ctl`): one meaning under every preset,
+# carried out by the same Command a signal is turned into.
+NAMED: dict[str, Command] = {
+    "stop": C.GRACEFUL_STOP,
+    "quit": C.QUICK_STOP,
+    "reload": C.RELOAD,
+    "reopen-logs": C.REOPEN_LOGS,
+    "dump": C.DUMP,
+    "upgrade": C.UPGRADE,
+    "pause": C.STOP_WORKERS,
+}
+
+
 def _noop(signum: int, frame: object) -> None:
     """Deliberately empty: the wakeup fd already carries the signal number."""
 

@@ -7,11 +7,17 @@ worker restart or a reload never closes them and no connection is refused.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import socket
 import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from . import _linux
 from .config import ConfigError
 
 SD_LISTEN_FDS_START = 3
@@ -42,21 +48,92 @@ def parse_address(addr: str) -> tuple[int, object]:
     return socket.AF_INET, (host or "0.0.0.0", int(port))
 
 
+class InUse(OSError):
+    """A live socket is at a unix path we were to listen on: its server keeps it."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        by = f" (opened by pid {pid})" if pid else ""
+        super().__init__(errno.EADDRINUSE, f"in use by a live socket{by}; left alone")
+
+
+def listener_pid(path: str) -> int | None:
+    """Connect to the unix socket at path: the pid that listens there (0 if unknown), or
+    None when nothing does (a stale file a crashed run left behind)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except BlockingIOError:
+            return 0  # alive, with its backlog full
+        pid = _linux.peer_credentials(probe)[0]
+        return pid if pid > 0 else 0
+
+
+@contextmanager
+def _directory_locked(directory: str, timeout: float = 2.0) -> Iterator[None]:
+    """Serialise probe-unlink-bind-listen among svcengine processes in one directory: a
+    socket bound but not yet listening looks stale to a probe. Best effort: a directory we
+    cannot open or lock (NFS) is used unlocked, and a lock held too long is not waited for."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)  # another start is binding here: microseconds
+            except OSError:
+                break
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def bind_unix(sock: socket.socket, path: str, backlog: int, replaces: int | None = None) -> None:
+    """Bind and listen at path. A stale socket file there is removed; a live one is left
+    alone and raises InUse (Unicorn's rule), unless its server is `replaces`: the master
+    an upgrade takes over from."""
+    with _directory_locked(os.path.dirname(path) or "."):
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            try:
+                is_socket = stat.S_ISSOCK(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                is_socket = False
+            if not is_socket:
+                raise
+            pid = listener_pid(path)
+            if pid is not None and (replaces is None or pid != replaces):
+                raise InUse(path, pid) from None
+            os.unlink(path)
+            sock.bind(path)
+        sock.listen(backlog)
+
+
 def bind(addr: str, backlog: int = 1024) -> Listener:
     family, address = parse_address(addr)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_UNIX:
-            path = str(address)
-            try:
-                if stat.S_ISSOCK(os.lstat(path).st_mode):
-                    os.unlink(path)  # left over by a previous run
-            except FileNotFoundError:
-                pass
+            bind_unix(sock, str(address), backlog)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(backlog)
+            sock.bind(address)
+            sock.listen(backlog)
     except BaseException:
         sock.close()
         raise

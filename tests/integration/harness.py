@@ -184,6 +184,8 @@ class Service:
         environ = dict(os.environ)
         environ.update(NOTIFY_SOCKET=self.notify.path, SVC_TEST_DIR=str(self.tmp))
         environ.pop("WATCHDOG_USEC", None)
+        # a control socket of its own: unnamed masters would share /run/svcengine/default/
+        environ["RUNTIME_DIRECTORY"] = str(self.tmp / "run")
         environ.update(env or {})
         self.stderr = open(self.tmp / "stderr.txt", "wb")
         if not self.log_to_file:
