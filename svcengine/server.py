@@ -282,6 +282,9 @@ class Server:
         try:
             server = controlmod.ControlServer(path, self._control_request, allowed)
         except OSError as exc:
+            if cfg.control_socket:  # asked for by name, e.g. for a container's probes: no serving
+                msg = f"cannot create {path}: {exc.strerror}"  # a master no probe can reach
+                raise configmod.ConfigError(msg, "control_socket", cfg.source) from None
             log.warning("no control socket at %s: %s", path, exc.strerror)
             return None
         if identity is not None and os.geteuid() == 0:
