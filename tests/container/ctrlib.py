@@ -63,6 +63,19 @@ def host_pids_in(ns: str) -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and pid_ns(int(p)) == ns]
 
 
+def naming(text: str) -> list[int]:
+    """Host pids whose command line contains `text`."""
+    found = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if p.isdigit() and int(p) != os.getpid() and text.encode() in f.read():
+                    found.append(int(p))
+        except OSError:
+            continue
+    return found
+
+
 class Podman:
     """podman commands for one test session, and the containers it started (removed by name)."""
 
@@ -70,6 +83,7 @@ class Podman:
         self.image = image
         self._names = (f"svcengine-ctest-{os.getpid()}-{n}" for n in itertools.count())
         self.started: list[str] = []
+        self.ids: list[str] = []  # full container ids: conmon's command line names them
         self.namespaces: dict[str, str] = {}
 
     def run(self, *argv: str, check: bool = True, timeout: float = 60, **kw):
@@ -86,9 +100,10 @@ class Podman:
         """podman run -d: the image with `opts`, `args` appended to its entrypoint; its name."""
         name = next(self._names)
         self.started.append(name)
-        self.run(
+        out = self.run(
             "run", "-d", "--name", name, "--network", "none", *ULIMITS, *opts, self.image, *args
         )
+        self.ids.append(out.stdout.strip())
         return name
 
     def exec(self, name: str, *argv: str, check: bool = True, **kw):
@@ -132,3 +147,6 @@ class Podman:
         for name, ns in list(self.namespaces.items()):
             wait_until(f"{name}'s processes gone", lambda ns=ns: not host_pids_in(ns), 30)
         self.namespaces.clear()
+        for cid in self.ids:  # conmon and anything else on the host that names the container
+            wait_until(f"no host process naming {cid[:12]}", lambda cid=cid: not naming(cid), 30)
+        self.ids.clear()
