@@ -103,7 +103,7 @@ class Podman:
         out = self.run(
             "run", "-d", "--name", name, "--network", "none", *ULIMITS, *opts, self.image, *args
         )
-        self.ids.append(out.stdout.strip())
+        self.ids += out.stdout.split()[-1:]
         return name
 
     def exec(self, name: str, *argv: str, check: bool = True, **kw):
