@@ -282,8 +282,10 @@ class Server:
         try:
             server = controlmod.ControlServer(path, self._control_request, allowed)
         except OSError as exc:
-            if cfg.control_socket:  # asked for by name, e.g. for a container's probes: no serving
-                msg = f"cannot create {path}: {exc.strerror}"  # a master no probe can reach
+            if cfg.control_socket:
+                # named in the config, e.g. for a container's probes: serving where no probe can
+                # reach us would only get us restarted forever, with a less clear reason
+                msg = f"cannot create {path}: {exc.strerror}"
                 raise configmod.ConfigError(msg, "control_socket", cfg.source) from None
             log.warning("no control socket at %s: %s", path, exc.strerror)
             return None
