@@ -17,6 +17,8 @@ PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
+CAP_SETGID = 6
+CAP_SETUID = 7
 
 IS_LINUX = sys.platform.startswith("linux")
 
@@ -50,6 +52,25 @@ def set_pdeathsig(signum: int) -> bool:
         return False
     _prctl(PR_SET_PDEATHSIG, signum)
     return True
+
+
+def can_change_ids() -> bool:
+    """Whether this process may take another uid, gid and groups (CAP_SETUID and CAP_SETGID).
+
+    Root normally may; a non-root user, as in a container run with `--user` or
+    `runAsNonRoot`, may not. Outside Linux: being root is the answer.
+    """
+    if not IS_LINUX:
+        return os.geteuid() == 0
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    eff = int(line.split()[1], 16)
+                    return bool(eff & (1 << CAP_SETUID)) and bool(eff & (1 << CAP_SETGID))
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
 
 
 def _get_int(option: int) -> int:

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .privileges import Identity, IdentityError
+
 EX_CONFIG = 78
 
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
@@ -118,6 +120,10 @@ class Config:
                 grp.getgrnam(self.chgroup)
             except KeyError:
                 raise ConfigError(f"no such group {self.chgroup!r}", "chgroup", src) from None
+        try:
+            Identity.resolve(self.chuser, self.chgroup)
+        except IdentityError as exc:
+            raise ConfigError(str(exc), exc.key, src) from None
         if self.worker_heartbeat_interval <= 0:
             raise ConfigError("must be > 0", "worker_heartbeat_interval", src)
         if self.worker_heartbeat_timeout is not None and self.worker_heartbeat_timeout <= 0:

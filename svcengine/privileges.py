@@ -5,6 +5,10 @@ control socket and privileged listening sockets, and runs no user code but
 hooks); each worker drops to the configured user before importing user code,
 as Unicorn's `user` directive does. A uid/gid change clears PDEATHSIG, so the
 caller re-arms it afterwards.
+
+A master without the privilege to switch (a container's non-root user) runs its
+workers as itself: a chuser/chgroup naming that same identity is a no-op, and
+one naming anybody else is refused at start, not retried in a crash loop.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ import grp
 import os
 import pwd
 from dataclasses import dataclass
+
+from . import _linux
+
+
+class IdentityError(ValueError):
+    """chuser/chgroup name an identity this master cannot give its workers."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,10 @@ class Identity:
 
     @classmethod
     def resolve(cls, chuser: str | None, chgroup: str | None) -> Identity | None:
+        """The identity to switch workers to; None when there is nothing to switch.
+
+        Raises IdentityError when a switch is needed that this process may not make.
+        """
         if chuser is None and chgroup is None:
             return None
         user = pwd.getpwnam(chuser) if chuser else None
@@ -31,7 +49,22 @@ class Identity:
             gid = grp.getgrnam(chgroup).gr_gid
         else:
             gid = user.pw_gid if user else os.getgid()
-        return cls(uid, gid, chuser)
+        if _linux.can_change_ids():
+            return cls(uid, gid, chuser)
+        me = os.geteuid()
+        if uid != me:
+            raise IdentityError(
+                "chuser",
+                f"cannot run workers as {chuser!r} (uid {uid}): the master runs as uid {me}"
+                " without the privilege to switch users (start it as root or as that user)",
+            )
+        if chgroup and gid != os.getegid():
+            raise IdentityError(
+                "chgroup",
+                f"cannot run workers in group {chgroup!r} (gid {gid}): the master runs as"
+                f" gid {os.getegid()} without the privilege to switch groups",
+            )
+        return None  # already that user: initgroups() would only fail with EPERM
 
     def apply(self) -> None:
         """Switch this process for good: supplementary groups, gid, then uid."""

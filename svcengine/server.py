@@ -288,6 +288,11 @@ class Server:
                 path, self._control_request, allowed, replaces=self.upgrading_from
             )
         except OSError as exc:
+            if cfg.control_socket:
+                # named in the config, e.g. for a container's probes: serving where no probe can
+                # reach us would only get us restarted forever, with a less clear reason
+                msg = f"cannot create {path}: {exc.strerror}"
+                raise configmod.ConfigError(msg, "control_socket", cfg.source) from None
             log.warning("no control socket at %s: %s", path, exc.strerror)
             return None
         if identity is not None and os.geteuid() == 0:
