@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from . import control, pidfile
+from .config import check_name
 
 EX_UNAVAILABLE = 69  # the service is not running or does not answer
 EX_UNHEALTHY = 1
@@ -56,7 +57,10 @@ def _fail(message: str, code: int = EX_UNAVAILABLE) -> int:
 
 
 def _socket_path(args: argparse.Namespace) -> str | None:
-    return control.socket_path(args.socket, args.pid_path, args.name or "")
+    path = control.socket_path(args.socket, args.pid_path, args.name or "")
+    if path and not args.socket and not args.pid_path:
+        control.check_runtime_dir(os.path.dirname(path))  # raises UnsafeDirectory
+    return path
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +158,11 @@ def _upgrade(args: argparse.Namespace, old: int) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.name is not None:
+        try:
+            check_name(args.name)
+        except ValueError as exc:
+            return _fail(f"--name: {exc}", 2)
     try:
         if args.command == "status":
             st = _ask(args, {"cmd": "status"})

@@ -280,7 +280,14 @@ class Server:
         identity = Identity.resolve(cfg.chuser, cfg.chgroup)
         allowed = {os.geteuid()} | ({identity.uid} if identity else set())
         try:
+            if not cfg.control_socket and not cfg.pid_path:  # in the runtime directory
+                controlmod.make_runtime_dir(os.path.dirname(path))
             server = controlmod.ControlServer(path, self._control_request, allowed)
+        except controlmod.UnsafeDirectory as exc:
+            if self.upgrading_from is None:
+                raise  # at start: refuse to start, in one line
+            log.error("no control socket: %s", exc)  # an upgrade: serve on without one
+            return None
         except OSError as exc:
             log.warning("no control socket at %s: %s", path, exc.strerror)
             return None

@@ -64,6 +64,7 @@ UNDECODABLE = {
     "deep-array": (b"workers = 0\nx = " + b"[" * 20000 + b"]" * 20000 + b"\n", None),
     "nul-chuser": (b'workers = 0\nchuser = "no\\u0000body"\n', "chuser"),
     "nul-chgroup": (b'workers = 0\nchgroup = "no\\u0000group"\n', "chgroup"),
+    "huge-int": (b"workers = " + b"9" * 5000 + b"\n", None),
 }
 
 
@@ -148,7 +149,8 @@ def _foreign_dir(path: Path) -> Path:
 @root_only
 def test_master_refuses_a_runtime_dir_owned_by_someone_else(tmp_path):
     rt = _foreign_dir(tmp_path / "rt")
-    r = run("--workers", "0", "--name", "app", env={"RUNTIME_DIRECTORY": str(rt)})
+    log = ["--log", str(tmp_path / "log")]  # stderr: the operator's line alone
+    r = run("--workers", "0", "--name", "app", *log, env={"RUNTIME_DIRECTORY": str(rt)})
     line = one_line(r.stderr)
     assert r.returncode == 1, r.stderr
     assert str(rt) in line and f"uid {NOBODY.pw_uid}" in line
@@ -156,13 +158,14 @@ def test_master_refuses_a_runtime_dir_owned_by_someone_else(tmp_path):
 
 
 @root_only
-def test_master_refuses_a_foreign_dir_under_run_svcengine():
+def test_master_refuses_a_foreign_dir_under_run_svcengine(tmp_path):
     name = f"hardening-input-{uuid.uuid4().hex[:8]}"
     os.makedirs("/run/svcengine", exist_ok=True)
     rt = Path("/run/svcengine") / name
     try:
         _foreign_dir(rt)
-        r = run("--workers", "0", "--name", name, env={"RUNTIME_DIRECTORY": ""})
+        log = ["--log", str(tmp_path / "log")]
+        r = run("--workers", "0", "--name", name, *log, env={"RUNTIME_DIRECTORY": ""})
         line = one_line(r.stderr)
         assert r.returncode == 1, r.stderr
         assert str(rt) in line and f"uid {NOBODY.pw_uid}" in line
@@ -263,15 +266,19 @@ def _python_for(user: pwd.struct_passwd) -> list[str] | None:
     """An interpreter `user` may run, with this checkout and the venv's packages importable."""
     site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
     for exe in (sys.executable, "/usr/bin/python3"):
-        probe = subprocess.run(
-            [exe, "-c", "import svcengine, daemon"],
-            user=user.pw_uid,
-            group=user.pw_gid,
-            extra_groups=[],
-            env={"PYTHONPATH": f"{REPO}:{site}", "PYTHONDONTWRITEBYTECODE": "1"},
-            cwd="/",
-            capture_output=True,
-        )
+        try:
+            probe = subprocess.run(
+                [exe, "-c", "import svcengine, daemon"],
+                user=user.pw_uid,
+                group=user.pw_gid,
+                extra_groups=[],
+                env={"PYTHONPATH": f"{REPO}:{site}", "PYTHONDONTWRITEBYTECODE": "1"},
+                cwd="/",
+                capture_output=True,
+                timeout=30,
+            )
+        except OSError:  # e.g. an interpreter under /root
+            continue
         if probe.returncode == 0:
             return [exe]
     return None
