@@ -523,7 +523,7 @@ class Master:
         kept = config.start_only_changes(self.cfg, new)
         if kept:
             log.warning(
-                "reload: %s changed in %s but not applied: an upgrade (USR2) applies it%s",
+                "reload: %s changed in %s but not applied: an upgrade (USR2) applies them%s",
                 ", ".join(kept),
                 new.source or "the config",
                 " (listen: a restart)" if "listen" in kept else "",
@@ -663,7 +663,7 @@ class Master:
             try:
                 config.check_workers(target)
             except ValueError as exc:
-                return {"ok": False, "error": f"cannot scale to {target} workers: workers {exc}"}
+                return {"ok": False, "error": f"cannot scale: workers {exc}"}
             self.scale(target)
             return {"ok": True, "workers": target}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
