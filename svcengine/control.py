@@ -240,10 +240,16 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps(payload).encode() + b"\n")
+        try:
+            s.sendall(json.dumps(payload).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a refused uid is answered and closed at once: its answer is there to read
         chunks = []
         while True:
-            data = s.recv(65536)
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:  # closed with our request unread, after its answer
+                break
             if not data:
                 break
             chunks.append(data)

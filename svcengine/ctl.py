@@ -68,9 +68,14 @@ def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
     if path is None:
         raise OSError("no control socket: give --pid, --name or --socket")
     try:
-        return control.request(path, payload)
+        reply = control.request(path, payload)
     except (FileNotFoundError, ConnectionRefusedError):
         raise OSError(f"not running (nothing answers at {path})") from None
+    if payload["cmd"] in ("status", "pid") and not reply.get("ok"):
+        error = str(reply.get("error") or "refused")
+        # the master answers a uid it does not serve with "uid N is not allowed"
+        raise (PermissionError if "not allowed" in error else OSError)(error)
+    return reply
 
 
 def _master_pid(args: argparse.Namespace) -> int:

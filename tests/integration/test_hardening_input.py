@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -332,3 +333,43 @@ def test_numeric_id_without_an_entry_is_one_line(tmp_path):
     r = run("--config", str(f))
     assert r.returncode == 78, r.stderr
     assert f"key 'chuser' in {f}: no user with uid {uid}" in one_line(r.stderr)
+
+
+@root_only
+@pytest.mark.parametrize("command", ["status", "reload"])
+def test_ctl_refused_by_the_master_is_one_line(service, command):
+    """The master answers a uid it does not serve with an error; ctl must say so, not
+    raise KeyError. (The socket is opened to all here so that nobody can reach it.)"""
+    exe = _python_for(NOBODY)
+    if exe is None:
+        pytest.skip("no interpreter that nobody may run")
+    site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    run_dir = Path(tempfile.mkdtemp(prefix="svc-input-"))  # nobody can reach it (not tmp_path)
+    os.chmod(run_dir, 0o711)
+    try:
+        svc = service(workers=0, args=["--pid", str(run_dir / "app.pid")])
+        svc.wait_ready()
+        path = run_dir / "app.ctl"
+        os.chmod(path, 0o666)
+        r = _ctl_as_nobody(exe, site, path, command)
+        line = one_line(r.stderr)
+        assert r.returncode == 77, r.stderr
+        assert f"uid {NOBODY.pw_uid} is not allowed" in line
+        svc.kill(signal.SIGTERM)
+        assert svc.wait_exit() == 0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _ctl_as_nobody(exe: list[str], site: Path, path: Path, command: str):
+    return subprocess.run(
+        [*exe, "-m", "svcengine", "ctl", "--socket", str(path), command],
+        user=NOBODY.pw_uid,
+        group=NOBODY.pw_gid,
+        extra_groups=[],
+        env={"PYTHONPATH": f"{REPO}:{site}", "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
