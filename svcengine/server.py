@@ -219,7 +219,13 @@ class Server:
         cfg = self.config
         if cfg.chumask is not None:
             os.umask(cfg.chumask)
-        logsetup.setup(cfg.log_level, cfg.log)
+        try:
+            logsetup.setup(cfg.log_level, cfg.log)
+        except OSError as exc:  # its directory is missing, or not ours: say so on stderr
+            logsetup.setup(cfg.log_level)
+            raise StartError(
+                EX_SOFTWARE, f"cannot open log file {cfg.log}: {exc.strerror}"
+            ) from None
         upgrading = self.upgrading_from is not None
         try:
             if cfg.pid_path and not upgrading:

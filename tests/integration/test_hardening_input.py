@@ -245,7 +245,7 @@ def test_scale_beyond_the_maximum_is_refused_over_the_control_socket(service, tm
     assert svc.wait_exit() == 0
 
 
-def test_hup_that_changes_a_start_only_key_says_so(service):
+def test_hup_that_changes_a_start_only_key_says_so(service, tmp_path):
     svc = service(workers=1, args=["--pid", "app.pid"])
     svc.wait_ready()
     svc.write_config(1, 'signal_map = "unicorn"\nworker_type = "thread"\nname = "renamed"\n')
@@ -256,7 +256,8 @@ def test_hup_that_changes_a_start_only_key_says_so(service):
         assert key in line, line
     assert "USR2" in line
     svc.notify.wait_key("READY", 15, "1")
-    svc.kill(signal.SIGTERM)  # still the svcengine map: TERM is graceful, exit 0
+    assert control.request(str(tmp_path / "app.ctl"), {"cmd": "status"})["name"] == ""
+    svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
 
 
@@ -373,3 +374,15 @@ def _ctl_as_nobody(exe: list[str], site: Path, path: Path, command: str):
         text=True,
         timeout=30,
     )
+
+
+@pytest.mark.parametrize("mode", ["--foreground", "--daemonize"])
+def test_log_file_that_cannot_be_opened_is_one_line(tmp_path, mode):
+    log = tmp_path / "no-such-dir" / "app.log"
+    r = run(mode, "--workers", "0", "--log", str(log))
+    assert r.returncode == 1, r.stderr
+    # daemonized: the launcher's one line; in the foreground, as every start error with no
+    # log file to go to, the same line is logged to stderr first
+    lines = r.stderr.strip().splitlines() if mode == "--foreground" else [one_line(r.stderr)]
+    assert len(lines) <= 2 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1] == f"svcengine: cannot open log file {log}: No such file or directory"
