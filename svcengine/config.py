@@ -8,21 +8,54 @@ the file, so a HUP can try a new config without touching the running one.
 from __future__ import annotations
 
 import dataclasses
-import grp
+import math
 import os
-import pwd
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .privileges import Identity, IdentityError
+from . import privileges
 
 EX_CONFIG = 78
 
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
 SIGNAL_MAPS = ("svcengine", "serverengine", "unicorn")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+MAX_WORKERS = 4096  # a pool, not a fork bomb: `ctl scale` and TTIN stop here too
+# Longest duration: a week. Every timer ends as a select() timeout in milliseconds, which
+# must fit a C int (24.8 days); nan or inf would turn a graceful stop into an instant KILL.
+MAX_SECONDS = 7 * 86400.0
+MIN_HEARTBEAT_INTERVAL = 0.01  # below this the master would do little but check heartbeats
+NAME_MAX = 64  # /run/svcengine/NAME/control.sock must fit sun_path (108 bytes)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.-@\\")
+
+# keys a HUP cannot apply: they shape the master itself (its signals, sockets, pidfile, control
+# socket, log, title) or what each worker becomes at fork. An upgrade (USR2) or a restart does.
+START_ONLY = (
+    "name",
+    "worker_type",
+    "signal_map",
+    "listen",
+    "pid_path",
+    "control_socket",
+    "log",
+    "hooks",
+    "preload",
+    "subreaper",
+    "chuser",
+    "chgroup",
+    "chumask",
+    "daemon_process_name",
+)
+
+
+def _printable(text: str) -> str:
+    """One line, whatever the file held: control characters shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -36,7 +69,38 @@ class ConfigError(Exception):
             where.append(f"key '{key}'")
         if source:
             where.append(f"in {source}")
-        super().__init__(f"{' '.join(where)}: {message}" if where else message)
+        text = f"{' '.join(where)}: {message}" if where else message
+        super().__init__(_printable(text))
+
+
+def check_workers(n: int) -> int:
+    """The one bound on a pool's size, for the config, TTIN and `ctl scale` alike."""
+    if n < 0:
+        raise ValueError(f"must be >= 0, got {n}")
+    if n > MAX_WORKERS:
+        raise ValueError(f"must be <= {MAX_WORKERS}, got {n}")
+    return n
+
+
+def check_name(name: str) -> str:
+    """A service name is one path component under /run/svcengine (systemd's unit-name
+    characters: letters, digits, `:_.-@\\`); it must not be `.`, `..` or hidden."""
+    if len(name) > NAME_MAX:
+        raise ValueError(f"a service name has at most {NAME_MAX} characters")
+    bad = sorted(set(name) - _NAME_CHARS)
+    if bad:
+        raise ValueError(
+            f"invalid service name {name!r}: {bad[0]!r} is not allowed "
+            "(letters, digits and :_.-@\\ only)"
+        )
+    if name.startswith("."):
+        raise ValueError(f"invalid service name {name!r}: it must not start with '.'")
+    return name
+
+
+def start_only_changes(old: Config, new: Config) -> list[str]:
+    """The START_ONLY keys whose value a reloaded config changes."""
+    return [k for k in START_ONLY if getattr(old, k) != getattr(new, k)]
 
 
 @dataclass
@@ -86,8 +150,15 @@ class Config:
     def validate(self) -> Config:
         """Check values whose type is right but whose meaning is not."""
         src = self.source
-        if self.workers < 0:
-            raise ConfigError("must be >= 0", "workers", src)
+        self._check_strings()
+        try:
+            check_workers(self.workers)
+        except ValueError as exc:
+            raise ConfigError(str(exc), "workers", src) from None
+        try:
+            check_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(str(exc), "name", src) from None
         if ":" not in self.worker or self.worker.startswith(":") or self.worker.endswith(":"):
             raise ConfigError(f"expected 'module:Class', got {self.worker!r}", "worker", src)
         if self.worker_type not in WORKER_TYPES:
@@ -96,44 +167,85 @@ class Config:
             raise ConfigError(f"expected one of {SIGNAL_MAPS}", "signal_map", src)
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"expected one of {LOG_LEVELS}", "log_level", src)
-        for key in (
-            "start_worker_delay",
-            "start_worker_delay_rand",
-            "worker_graceful_kill_timeout",
-            "worker_immediate_kill_timeout",
-            "worker_min_uptime",
-            "worker_restart_backoff_min",
-            "worker_restart_backoff_max",
-            "upgrade_timeout",
-        ):
-            if getattr(self, key) < 0:
-                raise ConfigError("must be >= 0", key, src)
+        self._check_durations()
         if self.chumask is not None and not 0 <= self.chumask <= 0o777:
             raise ConfigError("expected a mode such as 0o022", "chumask", src)
-        if self.chuser is not None:
-            try:
-                pwd.getpwnam(self.chuser)
-            except KeyError:
-                raise ConfigError(f"no such user {self.chuser!r}", "chuser", src) from None
-        if self.chgroup is not None:
-            try:
-                grp.getgrnam(self.chgroup)
-            except KeyError:
-                raise ConfigError(f"no such group {self.chgroup!r}", "chgroup", src) from None
+        for key, find in (("chuser", privileges.find_user), ("chgroup", privileges.find_group)):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    find(value)
+                except LookupError as exc:
+                    raise ConfigError(str(exc.args[0]), key, src) from None
+        if self.listen:
+            from .sockets import parse_address  # sockets imports this module
+
+            for addr in self.listen:
+                try:
+                    parse_address(addr)
+                except ValueError as exc:
+                    raise ConfigError(str(exc), "listen", src) from None
         try:
-            Identity.resolve(self.chuser, self.chgroup)
-        except IdentityError as exc:
+            privileges.Identity.resolve(self.chuser, self.chgroup)
+        except privileges.IdentityError as exc:
             raise ConfigError(str(exc), exc.key, src) from None
-        if self.worker_heartbeat_interval <= 0:
-            raise ConfigError("must be > 0", "worker_heartbeat_interval", src)
-        if self.worker_heartbeat_timeout is not None and self.worker_heartbeat_timeout <= 0:
-            raise ConfigError("must be > 0", "worker_heartbeat_timeout", src)
         for code in self.unrecoverable_exit_codes:
             if not 0 < code < 256:
                 raise ConfigError(
                     f"exit code {code} out of 1..255", "unrecoverable_exit_codes", src
                 )
         return self
+
+    def _check_strings(self) -> None:
+        """No NUL anywhere: every string may end up as a path, a user name or an argv."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            items = value if isinstance(value, list) else [value]
+            if f.name != "source" and any(isinstance(v, str) and "\0" in v for v in items):
+                raise ConfigError("contains a NUL character", f.name, self.source)
+
+    def _check_durations(self) -> None:
+        """Seconds are finite, >= 0 and at most MAX_SECONDS; fractions are 0..1."""
+        src = self.source
+        for key in (
+            "start_worker_delay",
+            "worker_graceful_kill_timeout",
+            "worker_immediate_kill_timeout",
+            "worker_min_uptime",
+            "worker_restart_backoff_min",
+            "worker_restart_backoff_max",
+            "upgrade_timeout",
+            "worker_heartbeat_interval",
+            "worker_heartbeat_timeout",
+        ):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+                raise ConfigError(
+                    f"expected seconds in 0..{MAX_SECONDS:.0f}, got {value}", key, src
+                )
+        if not (
+            math.isfinite(self.start_worker_delay_rand) and 0 <= self.start_worker_delay_rand <= 1
+        ):
+            raise ConfigError(
+                f"expected a fraction in 0..1, got {self.start_worker_delay_rand}",
+                "start_worker_delay_rand",
+                src,
+            )
+        if self.worker_heartbeat_interval < MIN_HEARTBEAT_INTERVAL:
+            raise ConfigError(
+                f"must be >= {MIN_HEARTBEAT_INTERVAL}", "worker_heartbeat_interval", src
+            )
+        if self.worker_heartbeat_timeout is not None and self.worker_heartbeat_timeout <= 0:
+            raise ConfigError("must be > 0", "worker_heartbeat_timeout", src)
+        if self.worker_restart_backoff_min > self.worker_restart_backoff_max:
+            raise ConfigError(
+                f"{self.worker_restart_backoff_min} is more than worker_restart_backoff_max "
+                f"({self.worker_restart_backoff_max})",
+                "worker_restart_backoff_min",
+                src,
+            )
 
     def absolute(self) -> Config:
         """Paths made absolute: a daemon changes its directory to /."""
@@ -216,6 +328,17 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", None, source) from None
         except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", None, source) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"not valid TOML: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{exc.start})",
+                None,
+                source,
+            ) from None
+        except RecursionError:
+            raise ConfigError("not valid TOML: nested too deeply", None, source) from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
             raise ConfigError(f"not valid TOML: {exc}", None, source) from None
     cfg = from_mapping(values, source)
     if overrides:

@@ -16,11 +16,13 @@ import logging
 import os
 import selectors
 import socket
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import _linux, sockets
+from .config import check_name
 from .timers import Timers
 
 log = logging.getLogger("svcengine.control")
@@ -29,8 +31,16 @@ MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request
 
 
+class UnsafeDirectory(PermissionError):
+    """A runtime directory someone else controls: a socket there is not ours to trust."""
+
+
 def runtime_dir(name: str) -> str | None:
-    """Where a service named `name` keeps its control socket."""
+    """Where a service named `name` keeps its control socket.
+
+    Raises ValueError for a name that is not a single safe path component (`../x`, `/x`).
+    """
+    check_name(name)
     given = os.environ.get("RUNTIME_DIRECTORY")
     if given:
         return given.split(":")[0]
@@ -59,6 +69,48 @@ def name_candidates(name: str) -> list[str]:
     if name:
         out.append(os.path.join(os.path.dirname(directory), f"{name}.ctl"))
     return out
+
+
+def _check_dir(path: str, owners: set[int] | None, parent: bool = False) -> None:
+    """Refuse a directory that is a symlink, owned by someone not in `owners`, or writable
+    by others (a parent may be, with the sticky bit, like /tmp)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"runtime directory {path} is not a directory (a symlink?)")
+    if owners is not None and st.st_uid not in owners:
+        who = " or ".join(f"uid {u}" for u in sorted(owners))
+        raise UnsafeDirectory(
+            f"runtime directory {path} is owned by uid {st.st_uid}, not {who}; refusing it"
+        )
+    if st.st_mode & 0o022 and not (parent and st.st_mode & stat.S_ISVTX):
+        raise UnsafeDirectory(
+            f"runtime directory {path} is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing it"
+        )
+
+
+def make_runtime_dir(directory: str) -> None:
+    """The master's side: create its runtime directory (0700), or accept an existing one
+    only if this user owns it and no one else may write to it or to its parent."""
+    euid = os.geteuid()
+    old = os.umask(0o022)  # a parent we create (/run/svcengine) is 0755 whatever chumask says
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(old)
+    _check_dir(os.path.dirname(directory), {0, euid}, parent=True)
+    _check_dir(directory, {euid})
+
+
+def check_runtime_dir(directory: str) -> None:
+    """The client's side (`ctl --name`): only a directory root or we own, that no one
+    else may write to, can hold the socket we are about to trust."""
+    owners = {0, os.geteuid()}
+    _check_dir(os.path.dirname(directory), owners, parent=True)
+    _check_dir(directory, owners)
 
 
 def socket_path(control_socket: str | None, pid_path: str | None, name: str) -> str | None:
@@ -91,16 +143,21 @@ class ControlServer:
         handler: Callable[[dict[str, Any]], dict[str, Any]],
         allowed_uids: set[int],
         replaces: int | None = None,
+        runtime_dir: bool = False,
     ) -> None:
         """Listen at path. A live socket there stays its server's (AlreadyServed), unless
-        that server is `replaces`, the master an upgrade takes over from."""
+        that server is `replaces`, the master an upgrade takes over from. With runtime_dir,
+        path's directory is /run/svcengine/NAME: made or accepted by make_runtime_dir."""
         self.path = path
         self.handler = handler
         self.allowed = allowed_uids | {0}
         directory = os.path.dirname(path) or "."
         # ours to remove on exit if we make it (the leaf only) and leave it empty
         self.made_dir = None if os.path.isdir(directory) else directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if runtime_dir:
+            make_runtime_dir(directory)  # raises UnsafeDirectory
+        else:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # born 0600: no window where others may connect
         try:
@@ -293,10 +350,16 @@ def ask(
         peer = Peer(pid, uid)
         if check is not None:
             check(peer)
-        s.sendall(json.dumps(payload).encode() + b"\n")
+        try:
+            s.sendall(json.dumps(payload).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a refused uid is answered and closed at once: its answer is there to read
         chunks = []
         while True:
-            data = s.recv(65536)
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:  # closed with our request unread, after its answer
+                break
             if not data:
                 break
             chunks.append(data)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from . import control, pidfile
+from .config import check_name
 
 EX_UNAVAILABLE = 69  # the service is not running or does not answer
 EX_UNHEALTHY = 1
@@ -97,6 +98,8 @@ def _socket_paths(args: argparse.Namespace) -> list[str]:
     paths = control.name_candidates(args.name or "")
     if not paths:
         raise OSError(control.no_runtime_dir(args.name or ""))
+    for path in paths:
+        control.check_runtime_dir(os.path.dirname(path))  # raises UnsafeDirectory
     return paths
 
 
@@ -128,7 +131,12 @@ def _ask_master(args: argparse.Namespace, payload: dict[str, Any]) -> tuple[dict
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
-    return _ask_master(args, payload)[0]
+    reply = _ask_master(args, payload)[0]
+    if payload["cmd"] in ("status", "pid") and not reply.get("ok"):
+        error = str(reply.get("error") or "refused")
+        # the master answers a uid it does not serve with "uid N is not allowed"
+        raise (PermissionError if "not allowed" in error else OSError)(error)
+    return reply
 
 
 def _master_pid(args: argparse.Namespace) -> int:
@@ -243,6 +251,11 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.name is not None:
+        try:
+            check_name(args.name)
+        except ValueError as exc:
+            return _fail(f"--name: {exc}", 2)
     try:
         if args.command == "status":
             st = _ask(args, {"cmd": "status"})

@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Callable
 
+EX_OSERR = 71  # sysexits: "system error (e.g., can't fork)"
+
 
 class Readiness:
     """The daemon's end of the readiness pipe; a no-op in the foreground."""
@@ -49,10 +51,19 @@ def launch(
     """In the launcher: fork, daemonize the child, wait for its verdict."""
     import daemon as python_daemon  # only a daemonizing start pays for this import
 
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+    except OSError as exc:  # EAGAIN under RLIMIT_NPROC or a full pid table, EMFILE
+        print(f"svcengine: cannot fork the daemon: {exc.strerror or exc}", file=sys.stderr)
+        return EX_OSERR
     if pid == 0:
         os.close(rfd)
         code = 1

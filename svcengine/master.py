@@ -516,10 +516,19 @@ class Master:
     def reload(self) -> None:
         try:
             new = self.reload_config()
-        except (config.ConfigError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - no file may end the master
             log.error("reload failed: %s; serving the previous config", exc)
             self.notify.status(f"reload failed: {exc}; serving the previous config")
             return
+        kept = config.start_only_changes(self.cfg, new)
+        if kept:
+            log.warning(
+                "reload: %s changed in %s but not applied: an upgrade (USR2) applies them%s",
+                ", ".join(kept),
+                new.source or "the config",
+                " (listen: a restart)" if "listen" in kept else "",
+            )
+            new = new.replace(**{k: getattr(self.cfg, k) for k in kept})
         if self.phase is Phase.STOPPING:
             return
         log.info("reloading: config re-read; replacing workers")
@@ -559,6 +568,9 @@ class Master:
         if self.phase is Phase.STOPPING:
             return
         target = max(0, target)
+        if target > config.MAX_WORKERS:
+            log.warning("workers: not more than %d (TTIN ignored)", config.MAX_WORKERS)
+            return
         log.info("workers: %d -> %d", self.pool.target, target)
         self.cfg = self.cfg.replace(workers=target)
         for w in self.pool.resize(target):
@@ -650,8 +662,10 @@ class Master:
             except ValueError:
                 return {"ok": False, "error": f"scale needs N, +N or -N, got {arg!r}"}
             target = self.pool.target + n if arg[:1] in "+-" else n
-            if target < 0:
-                return {"ok": False, "error": f"cannot scale to {target} workers"}
+            try:
+                config.check_workers(target)
+            except ValueError as exc:
+                return {"ok": False, "error": f"cannot scale: workers {exc}"}
             self.scale(target)
             return {"ok": True, "workers": target}
         return {"ok": False, "error": f"unknown command {cmd!r}"}

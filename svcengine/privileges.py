@@ -29,6 +29,35 @@ class IdentityError(ValueError):
         self.key = key
 
 
+def find_user(spec: str) -> pwd.struct_passwd:
+    """A user by name or, as systemd's User= and gunicorn's --user, by numeric uid; the
+    uid must have a passwd entry (workers get its groups, HOME and USER)."""
+    try:
+        return pwd.getpwnam(spec)
+    except KeyError:
+        pass
+    if spec.isdecimal() and spec.isascii():
+        try:
+            return pwd.getpwuid(int(spec))
+        except (KeyError, OverflowError, ValueError):
+            raise LookupError(f"no user with uid {spec}") from None
+    raise LookupError(f"no such user {spec!r}")
+
+
+def find_group(spec: str) -> grp.struct_group:
+    """A group by name or numeric gid, which must have a group entry."""
+    try:
+        return grp.getgrnam(spec)
+    except KeyError:
+        pass
+    if spec.isdecimal() and spec.isascii():
+        try:
+            return grp.getgrgid(int(spec))
+        except (KeyError, OverflowError, ValueError):
+            raise LookupError(f"no group with gid {spec}") from None
+    raise LookupError(f"no such group {spec!r}")
+
+
 @dataclass(frozen=True)
 class Identity:
     uid: int
@@ -39,18 +68,19 @@ class Identity:
     def resolve(cls, chuser: str | None, chgroup: str | None) -> Identity | None:
         """The identity to switch workers to; None when there is nothing to switch.
 
-        Raises IdentityError when a switch is needed that this process may not make.
+        Raises LookupError (with a one-line message) for an unknown user or group, and
+        IdentityError when a switch is needed that this process may not make.
         """
         if chuser is None and chgroup is None:
             return None
-        user = pwd.getpwnam(chuser) if chuser else None
+        user = find_user(chuser) if chuser else None
         uid = user.pw_uid if user else os.getuid()
         if chgroup:
-            gid = grp.getgrnam(chgroup).gr_gid
+            gid = find_group(chgroup).gr_gid
         else:
             gid = user.pw_gid if user else os.getgid()
         if _linux.can_change_ids():
-            return cls(uid, gid, chuser)
+            return cls(uid, gid, user.pw_name if user else None)
         me = os.geteuid()
         if uid != me:
             raise IdentityError(

@@ -222,7 +222,13 @@ class Server:
         cfg = self.config
         if cfg.chumask is not None:
             os.umask(cfg.chumask)
-        logsetup.setup(cfg.log_level, cfg.log)
+        try:
+            logsetup.setup(cfg.log_level, cfg.log)
+        except OSError as exc:  # its directory is missing, or not ours: say so on stderr
+            logsetup.setup(cfg.log_level)
+            raise StartError(
+                EX_SOFTWARE, f"cannot open log file {cfg.log}: {exc.strerror}"
+            ) from None
         upgrading = self.upgrading_from is not None
         try:
             if cfg.pid_path and not upgrading:
@@ -285,8 +291,18 @@ class Server:
         allowed = {os.geteuid()} | ({identity.uid} if identity else set())
         try:
             server = controlmod.ControlServer(
-                path, self._control_request, allowed, replaces=self.upgrading_from
+                path,
+                self._control_request,
+                allowed,
+                replaces=self.upgrading_from,
+                # no socket named and no pidfile: the socket lives in /run/svcengine/NAME
+                runtime_dir=not cfg.control_socket and not cfg.pid_path,
             )
+        except controlmod.UnsafeDirectory as exc:
+            if self.upgrading_from is None:
+                raise  # at start: refuse to start, in one line
+            log.error("no control socket: %s", exc)  # an upgrade: serve on without one
+            return None
         except OSError as exc:
             if cfg.control_socket:
                 # named in the config, e.g. for a container's probes: serving where no probe can

@@ -21,6 +21,7 @@ from . import _linux
 from .config import ConfigError
 
 SD_LISTEN_FDS_START = 3
+UNIX_PATH_MAX = 107  # bytes of sun_path, without its terminating NUL
 
 
 @dataclass
@@ -39,10 +40,14 @@ def parse_address(addr: str) -> tuple[int, object]:
         path = addr[5:]
         if not path:
             raise ValueError("empty unix socket path")
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise ValueError(f"unix socket path longer than {UNIX_PATH_MAX} bytes: {path!r}")
         return socket.AF_UNIX, path
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"expected HOST:PORT or unix:PATH, got {addr!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} out of 0..65535 in {addr!r}")
     if host.startswith("[") and host.endswith("]"):
         return socket.AF_INET6, (host[1:-1], int(port))
     return socket.AF_INET, (host or "0.0.0.0", int(port))
