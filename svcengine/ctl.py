@@ -127,15 +127,16 @@ def _ask_master(args: argparse.Namespace, payload: dict[str, Any]) -> tuple[dict
         reply, peer = control.ask(path, payload, check=check)
     except (FileNotFoundError, ConnectionRefusedError):
         raise NotAnswering(" or ".join(paths)) from None
+    error = str(reply.get("error") or "")
+    if not reply.get("ok") and "not allowed" in error:
+        raise PermissionError(error)  # the master's answer to a uid it does not serve
     return reply, control.trusted_pid(path, peer, reply.get("pid"), service)
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
     reply = _ask_master(args, payload)[0]
     if payload["cmd"] in ("status", "pid") and not reply.get("ok"):
-        error = str(reply.get("error") or "refused")
-        # the master answers a uid it does not serve with "uid N is not allowed"
-        raise (PermissionError if "not allowed" in error else OSError)(error)
+        raise OSError(str(reply.get("error") or "refused"))
     return reply
 
 
