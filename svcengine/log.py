@@ -122,7 +122,8 @@ def reopen(path: str | None) -> None:
 
 def tell_operator(message: str) -> None:
     """A start-up error: to the log, and to the terminal or unit we started from."""
-    logging.getLogger("svcengine").error("%s", message)
+    if any(getattr(h, "_svcengine", False) for h in logging.getLogger().handlers):
+        logging.getLogger("svcengine").error("%s", message)  # else it would reach stderr twice
     if _saved_stderr is not None:
         try:
             os.write(_saved_stderr, f"svcengine: {message}\n".encode())
