@@ -51,19 +51,22 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     shutil.copytree(REPO, src, ignore=skip)
     out = tmp / "out"
     out.mkdir()
-    code = (
-        "import sys\nfrom setuptools import build_meta as b\n"
-        "print(b.build_sdist(sys.argv[1]))\nprint(b.build_wheel(sys.argv[1]))\n"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(out)],
-        cwd=src,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    sdist_name, wheel_name = r.stdout.split()[-2:]
+    names = []
+    for hook in ("build_sdist", "build_wheel"):  # one process each, as a PEP 517 frontend does
+        code = (
+            "import sys\nfrom setuptools import build_meta as b\n"
+            f"print('DIST', b.{hook}(sys.argv[1]))"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(out)],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        names.append(next(x for x in r.stdout.splitlines() if x.startswith("DIST ")).split()[1])
+    sdist_name, wheel_name = names
     return out / sdist_name, out / wheel_name
 
 
