@@ -2,8 +2,8 @@
 
 Builds both with the setuptools of the interpreter running the tests (PEP 517 hooks, no
 network, a few seconds) from a copy of the tree. The markdown rendering check of
-`twine check --strict` is not repeated here (twine pulls ~30 packages); README.md says how
-to run it by hand.
+`twine check --strict` is not repeated here (twine pulls ~30 packages into the test venv):
+`./dev dist` builds both with the newest setuptools and runs it.
 """
 
 from __future__ import annotations
