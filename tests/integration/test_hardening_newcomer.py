@@ -4,10 +4,12 @@ that override the file on every reload without a word, flags the CLI lacks."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
+from harness import REPO, wait_for
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -94,3 +96,49 @@ def test_bad_signal_map_flag_exits_78_naming_the_key():
     r = run_cli("--signal-map", "bogus")
     assert r.returncode == 78
     assert "signal_map" in r.stderr
+
+
+def _code_block(text: str, after: str, lang: str) -> str:
+    start = text.index(f"```{lang}\n", text.index(after)) + len(lang) + 4
+    return text[start : text.index("```", start)]
+
+
+def test_readme_config_example_runs_as_written(tmp_path):
+    """README's worker, its app.toml and docs/hooks.md's svc_hooks.py, saved as the README
+    says: the service starts, the hooks run, TERM stops it. Only the port is made free."""
+    readme = (REPO / "README.md").read_text()
+    (tmp_path / "jobs.py").write_text(_code_block(readme, "## Writing a worker", "python"))
+    hooks_md = (REPO / "docs" / "hooks.md").read_text()
+    (tmp_path / "svc_hooks.py").write_text(_code_block(hooks_md, "## Example", "python"))
+    toml = _code_block(readme, "## Configuration", "toml")
+    assert '"127.0.0.1:8000"' in toml
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "app.toml").write_text(toml.replace(":8000", f":{port}"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svcengine", "--config", "app.toml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        log = tmp_path / "app.log"
+
+        def ready_or_exited() -> bool:
+            text = log.read_text() if log.exists() else ""
+            return "ready: 4/4" in text or proc.poll() is not None
+
+        wait_for(ready_or_exited, 30, "ready, or an exit")
+        assert proc.poll() is None, f"exit {proc.returncode}: {proc.stderr.read().decode()}"
+        text = log.read_text()
+        assert "starting worker 3 (restarts so far: 0)" in text  # the before_fork hook
+        assert "Awesome work!" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
