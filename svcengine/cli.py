@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
         prog="svcengine",
         formatter_class=_formatter,
         description="Run a pool of Python workers as a Unix service. "
+        "Flags override the config file's keys, on every reload too. "
         "`svcengine ctl --help` steers a running one.",
     )
     p.add_argument(
@@ -66,7 +67,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="service name, shown in process titles")
     p.add_argument("-w", "--workers", type=int, help="number of workers")
-    p.add_argument("--worker-type", dest="worker_type", help="process")
+    p.add_argument(
+        "--worker-type",
+        dest="worker_type",
+        metavar="TYPE",
+        help=f"{', '.join(configmod.WORKER_TYPES)} (default: process)",
+    )
+    p.add_argument(
+        "--signal-map",
+        dest="signal_map",
+        metavar="MAP",
+        help=f"whose signal table the master follows: {', '.join(configmod.SIGNAL_MAPS)} "
+        "(default: svcengine)",
+    )
     p.add_argument(
         "--listen",
         action="append",
@@ -85,6 +98,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "worker",
         "workers",
         "worker_type",
+        "signal_map",
         "name",
         "listen",
         "log",

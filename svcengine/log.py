@@ -121,12 +121,13 @@ def reopen(path: str | None) -> None:
 
 
 def tell_operator(message: str) -> None:
-    """A start-up error: to the log, and to the terminal or unit we started from (once: when
-    the log is that stderr, a container's or a unit's, the log line is enough)."""
-    logging.getLogger("svcengine").error("%s", message)
-    ours = [h for h in logging.getLogger().handlers if getattr(h, "_svcengine", False)]
-    if _saved_stderr is None and ours:
-        return
+    """A start-up error: to the log, and to the terminal or unit we started from, once: when
+    the log is that stderr (a container's or a unit's) the log line is enough, and with no
+    handler of ours set up yet logging would reach stderr on its own as well."""
+    if any(getattr(h, "_svcengine", False) for h in logging.getLogger().handlers):
+        logging.getLogger("svcengine").error("%s", message)
+        if _saved_stderr is None:
+            return
     if _saved_stderr is not None:
         try:
             os.write(_saved_stderr, f"svcengine: {message}\n".encode())

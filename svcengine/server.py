@@ -99,6 +99,15 @@ class Server:
         if self.config_path is None:
             return self.config
         cfg = configmod.load(self.config_path, self.overrides)
+        for key, in_file, flag in overridden_by_flags(self.config_path, self.overrides):
+            log.warning(
+                "reload: %s = %r in %s is overridden by %s from the command line "
+                "(flags hold across reloads; drop the flag to let the file decide)",
+                key,
+                in_file,
+                self.config_path,
+                flag,
+            )
         return cfg.absolute() if self.config.daemonize else cfg
 
     def take_over(self) -> None:
@@ -218,10 +227,23 @@ class Server:
                     f"cannot import hooks module: {exc}", "hooks", cfg.source
                 ) from exc
 
+    def _check_before_logging(self) -> None:
+        """The config errors a start can find only by importing (the hooks module; the
+        listen addresses were checked with the rest of the config), found before the log
+        file is opened: a start that fails on its config leaves nothing behind, not even an
+        empty log file."""
+        try:
+            self._load_hooks()
+        except configmod.ConfigError as exc:
+            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
+
     def _serve(self, sockets_ready: bool = False) -> int:
         cfg = self.config
         if cfg.chumask is not None:
             os.umask(cfg.chumask)
+        upgrading = self.upgrading_from is not None
+        if not sockets_ready:
+            self._check_before_logging()
         try:
             logsetup.setup(cfg.log_level, cfg.log)
         except OSError as exc:  # its directory is missing, or not ours: say so on stderr
@@ -229,13 +251,11 @@ class Server:
             raise StartError(
                 EX_SOFTWARE, f"cannot open log file {cfg.log}: {exc.strerror}"
             ) from None
-        upgrading = self.upgrading_from is not None
         try:
             if cfg.pid_path and not upgrading:
                 self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
                 self.pidfile.acquire()
             if not sockets_ready:
-                self._load_hooks()
                 self.listeners = socketmod.open_all(cfg.listen, cfg.source)
             control = None if upgrading else self._open_control()
         except (pidfilemod.AlreadyRunning, controlmod.AlreadyServed) as exc:
@@ -329,6 +349,31 @@ class Server:
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
+
+
+_FLAGS = {"worker": "MODULE:CLASS", "pid_path": "--pid", "daemonize": "--daemonize/--foreground"}
+
+
+def overridden_by_flags(path: str, overrides: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, the file's value, the flag that wins) for each key that both the file and the
+    command line set, to different values: a reload re-reads the file but keeps the flags, as
+    Gunicorn does, and says so rather than ignoring the file's edit without a word."""
+    if not overrides:
+        return []
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []  # load() has just read it; a race with an editor is not worth a message
+    out = []
+    for key, value in overrides.items():
+        if key in values and values[key] != value:
+            flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+            shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+            out.append((key, values[key], f"{flag} {shown}"))
+    return out
 
 
 def upgraded_from(environ: dict[str, str] | None = None) -> int | None:

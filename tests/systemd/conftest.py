@@ -1,13 +1,17 @@
 """The `box` fixture: a real systemd 252 (Debian 12) booted with tests/systemd/box.sh, with this
 checkout's wheel, the unit files, the examples and the test workers installed in it.
 
-Needs root. Skips (with the reason) where systemd-nspawn cannot work. Set SVCENGINE_BOX_KEEP=1
-to leave the box running after the session (inspect it with `tests/systemd/box.sh exec ...`).
+Needs root. Skips (with the reason) where systemd-nspawn cannot work. Each run boots boxes named
+for it (svcengine-test-PID, svcengine-deb-PID) and removes them after; set BOX_NAME (and
+SVCENGINE_DEB_BOX) to use fixed names instead. Set SVCENGINE_BOX_KEEP=1 to leave the box running
+after the session (inspect it with `BOX_NAME=... tests/systemd/box.sh exec ...`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +27,33 @@ from boxlib import (
     skip_reason,
     wait_none_left,
 )
+
+# A box of this run's own (two root runs on one host must not share one), unless BOX_NAME /
+# SVCENGINE_DEB_BOX name one; removed whole at the end of the session (see _own_boxes_removed).
+_OWN_BOXES = [
+    n
+    for n, v in (("BOX_NAME", "svcengine-test"), ("SVCENGINE_DEB_BOX", "svcengine-deb"))
+    if os.environ.setdefault(n, f"{v}-{os.getpid()}") == f"{v}-{os.getpid()}"
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_boxes_removed() -> Iterator[None]:
+    """After the session: `box.sh reset` and the state dir of each box named for this run, so
+    that per-run names leave no rootfs copies behind (the cached tarball stays)."""
+    yield
+    box_dir = os.environ.get("BOX_DIR", "/var/lib/svcengine-testbox")
+    for var in _OWN_BOXES:
+        name = os.environ[var]
+        if (
+            os.path.isdir(os.path.join(box_dir, name))
+            and os.environ.get("SVCENGINE_BOX_KEEP") != "1"
+        ):
+            reset = box_sh("reset", timeout=180, name=name)
+            assert reset.returncode == 0, f"box.sh reset {name} failed:\n{reset.stderr}"
+            shutil.rmtree(os.path.join(box_dir, name), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(box_dir, f".{name}.lock"))
 
 
 @pytest.fixture(scope="session")
