@@ -7,6 +7,7 @@ in its window (the new master booting) for as long as a test needs, with no slee
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -273,8 +274,11 @@ def test_unicorn_recipe_upgrade_drops_nothing_and_keeps_a_pidfile(upgradable):
     assert u.ctl("stop").returncode == 0
 
 
-def test_unicorn_recipe_with_a_broken_release_rolls_back(upgradable):
-    u = _recipe_service(upgradable)
+@pytest.mark.parametrize("signal_map", ["svcengine", "unicorn"])
+def test_unicorn_recipe_with_a_broken_release_rolls_back(upgradable, signal_map):
+    u = upgradable(workers=4, extra=f'hooks = "recipe"\nsignal_map = "{signal_map}"\n')
+    (u.app_dir / "recipe.py").write_text(RECIPE)
+    u.start()
     old = u.pid
     old_tree = u.tree()
     (u.app_dir / "http_worker.py").write_text("def broken(:\n")
@@ -282,6 +286,7 @@ def test_unicorn_recipe_with_a_broken_release_rolls_back(upgradable):
     assert r.returncode == 1 and "upgrade failed" in r.stderr, r.stderr
     assert u.pid == old and u.tree() == old_tree  # TTOU and QUIT from the recipe ignored
     assert u.ctl("status", "--check").returncode == 0
+    assert "before_fork recipe" in u.log()
     assert u.ctl("stop").returncode == 0
 
 
@@ -311,3 +316,34 @@ def test_ctl_upgrade_judges_by_the_new_master_when_the_old_one_leaves_early(serv
             ctl.wait()
         if new:
             _stop(new)
+
+
+# A new master from an svcengine older than the hand-over channel: it hands over with the
+# old master's graceful-stop signal; this one, started without the channel, does the same.
+WITHOUT_CHANNEL = (
+    "import os, sys\n"
+    "os.close(int(os.environ.pop('SVCENGINE_UPGRADE_FD')))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'svcengine', *sys.argv[1:]])\n"
+)
+
+
+def test_a_new_master_without_the_channel_hands_over_by_signal(service, tmp_path):
+    (tmp_path / "release.py").write_text(RELEASE)
+    (tmp_path / "without_channel.py").write_text(WITHOUT_CHANNEL)
+    command = [sys.executable, str(tmp_path / "without_channel.py")]
+    command += ["--config", str(tmp_path / "app.toml")]
+    svc = service(
+        "release:Gated",
+        1,
+        f'pid_path = "{tmp_path}/app.pid"\nupgrade_command = {json.dumps(command)}\n',
+    )
+    svc.wait_ready()
+    svc.kill(signal.SIGUSR2)
+    new = _new_master(svc)
+    try:
+        svc.wait_log(rf"took over from pid {svc.pid}; sending it SIGTERM", 20)
+        assert svc.wait_exit(20) == 0
+        assert int((tmp_path / "app.pid").read_text()) == new
+        assert "before_fork recipe" not in svc.log_text()
+    finally:
+        _stop(new)
