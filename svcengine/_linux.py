@@ -8,7 +8,6 @@ carries the guarantee alone.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import signal
 import struct
@@ -126,7 +125,7 @@ def signalfd(signals: set[int]) -> int | None:
 
 def read_signals(fd: int) -> list[tuple[int, int]]:
     """(signal number, sender pid) for each signal waiting on a signalfd."""
-    out = []
+    out: list[tuple[int, int]] = []
     while True:
         try:
             data = os.read(fd, SIGINFO_SIZE * 16)
@@ -140,16 +139,12 @@ def read_signals(fd: int) -> list[tuple[int, int]]:
 
 
 def pidfd_open(pid: int) -> int | None:
-    """A pidfd for `pid` (None if it is gone or pidfds are unsupported): signals sent
-    through it can never reach another process that reused the pid."""
+    """A pidfd for `pid`, or None if it is gone: signals sent through it can never
+    reach another process that reused the pid (Linux 5.3+; OSError before that)."""
     try:
         return os.pidfd_open(pid)
-    except (ProcessLookupError, AttributeError):
+    except ProcessLookupError:
         return None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.ESRCH):
-            return None
-        raise
 
 
 def pidfd_signal(fd: int, signum: int) -> bool:

@@ -77,7 +77,11 @@ class Successor:
     def __init__(self, old_pid: int, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.old_pid = old_pid
-        self.pidfd = _linux.pidfd_open(old_pid)  # now, while the pid is surely the old master
+        try:  # now, while the pid surely is the old master's
+            self.pidfd = _linux.pidfd_open(old_pid)
+        except OSError as exc:
+            log.warning("upgrade: no pidfd on the old master (pid %d): %s", old_pid, exc)
+            self.pidfd = None
         self.channel: Channel | None = None
         self.handed_over = False
         self.told_to_stop = False
