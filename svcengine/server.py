@@ -123,6 +123,7 @@ class Server:
             except pidfilemod.PidfileError as exc:
                 log.error("upgrade: cannot take the pidfile: %s", exc)
                 self.pidfile = None
+            _remove_stale(os.path.abspath(cfg.pid_path) + ".oldbin")
         for listener in self.listeners:
             if listener.name.startswith("unix:") and listener.inode is None:
                 try:
@@ -330,6 +331,17 @@ class Server:
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
+
+
+def _remove_stale(path: str) -> None:
+    """A `.oldbin` no live master holds (its master was killed mid-upgrade): a script
+    sending QUIT to the pid in it would hit whatever process reuses that pid."""
+    if os.path.exists(path) and not pidfilemod.is_locked(path):
+        try:
+            os.unlink(path)
+            log.warning("upgrade: removed %s: the old master left it behind", path)
+        except OSError:
+            pass
 
 
 def upgraded_from(environ: dict[str, str] | None = None) -> int | None:

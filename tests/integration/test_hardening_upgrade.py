@@ -310,6 +310,9 @@ def test_ctl_upgrade_judges_by_the_new_master_when_the_old_one_leaves_early(serv
         out, err = ctl.communicate(timeout=40)
         assert ctl.returncode == 0, err
         assert f"replaced by {new}" in out
+        # a stale .oldbin would send a Unicorn-habit `kill -QUIT $(cat app.pid.oldbin)` to
+        # whatever process reuses that pid
+        assert not (tmp_path / "app.pid.oldbin").exists()
     finally:
         if ctl.poll() is None:
             ctl.kill()
