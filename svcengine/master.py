@@ -479,9 +479,8 @@ class Master:
             len(self.pool.workers()),
         )
         self.phase = Phase.STOPPING
-        if self.server.upgrading_from is None:  # a new master not yet in charge says nothing
-            self.notify.stopping()
-            self.notify.status("stopping")
+        self.notify.stopping()
+        self.notify.status("stopping")
         timeout = (
             self.cfg.worker_immediate_kill_timeout
             if quick

@@ -278,6 +278,7 @@ class Server:
             gc.freeze()  # keep the preloaded objects' pages shared: no refcount-driven copies
             log.info("preloaded %s", cfg.worker)
         notifier = Notifier()
+        notifier.standby = upgrading
         if cfg.worker_type == "embedded":
             from . import embedded  # imported only for its worker type
 

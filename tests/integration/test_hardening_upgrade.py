@@ -181,6 +181,8 @@ def test_hup_to_the_new_master_before_ready_still_takes_over(service, tmp_path):
             "READY=1 MAINPID=new",
         )
         svc.wait_log(rf"upgrade: took over from pid {svc.pid}", 10)
+        # not in charge yet: a RELOADING=1 would put the unit the old master serves in reload
+        assert not any("RELOADING" in m for m in svc.notify.messages), svc.notify.messages
         assert svc.wait_exit(20) == 0
         assert int((tmp_path / "app.pid").read_text()) == new
     finally:
