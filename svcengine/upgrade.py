@@ -21,6 +21,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -89,8 +90,7 @@ class Upgrader:
         self.attempts = 0
         self.channel: Channel | None = None
         self.pidfd: int | None = None  # the new master, until it exits
-        self.sigfd: int | None = None
-        self.watched: set[signal.Signals] = set()
+        self.senders: SignalSenders | None = None  # while the window is open
 
     @property
     def running(self) -> bool:
@@ -107,7 +107,8 @@ class Upgrader:
 
     def fds(self) -> list[int]:
         """Descriptors a worker must not keep."""
-        fds = [fd for fd in (self.pidfd, self.sigfd) if fd is not None]
+        fds = [self.pidfd] if self.pidfd is not None else []
+        fds += [self.senders.fd] if self.senders is not None else []
         return fds + ([self.channel.fileno()] if self.channel is not None else [])
 
     def begin(self) -> None:
@@ -133,7 +134,9 @@ class Upgrader:
         m.server.pidfile_to_oldbin()
         argv = command_line(m.cfg.upgrade_command)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._watch_senders()  # before the fork: the new master's first signal is attributed
+        # before the fork: the new master's first signal is already attributed
+        watched = {sig for sig, command in m.commands.items() if command in WATCHED}
+        self.senders = SignalSenders.open(m.selector, watched, self._on_senders)
         try:
             pid = spawn_new_master(argv, m.sockets, m.pid, m.server.start_cwd, theirs.fileno())
         except OSError as exc:
@@ -266,26 +269,10 @@ class Upgrader:
             else:
                 log.warning("upgrade: unexpected %r from the new master", line)
 
-    def _watch_senders(self) -> None:
-        commands = self.master.commands
-        self.watched = {sig for sig, command in commands.items() if command in WATCHED}
-        signal.pthread_sigmask(signal.SIG_BLOCK, self.watched)
-        try:
-            self.sigfd = _linux.signalfd(set(self.watched))
-        except OSError as exc:
-            log.warning("upgrade: cannot tell who sends signals (%s)", exc)
-            self.sigfd = None
-        if self.sigfd is None:  # not on Linux: signals keep their plain meaning
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.watched)
-            self.watched = set()
-            return
-        self.master.selector.register(self.sigfd, selectors.EVENT_READ, self._on_senders)
-
-    def _on_senders(self, fd: int) -> None:
+    def _on_senders(self, received: list[tuple[signal.Signals, int]]) -> None:
         self._on_channel(-1)  # a hello written before the signal counts first
         m = self.master
-        for signo, sender in _linux.read_signals(fd):
-            sig = signal.Signals(signo)
+        for sig, sender in received:
             command = m.commands.get(sig, Command.IGNORE)
             up = self.current
             if up is not None and self.running and sender == up.pid:
@@ -320,13 +307,9 @@ class Upgrader:
 
     def _close_window(self) -> None:
         """The outcome is known: signals mean what they always mean again."""
-        if self.sigfd is not None:
-            self.master.selector.unregister(self.sigfd)
-            os.close(self.sigfd)
-            self.sigfd = None
-        if self.watched:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.watched)  # pending ones arrive now
-            self.watched = set()
+        if self.senders is not None:
+            self.senders.close()
+            self.senders = None
         self._close_channel()
 
     def _failed(self, reason: str) -> None:
@@ -335,6 +318,46 @@ class Upgrader:
             self.current.reason = reason
         log.error("upgrade failed: %s; this master serves on", reason)
         self.master.notify.status(f"upgrade failed: {reason}; serving on")
+
+
+class SignalSenders:
+    """Some signals read with their sender's pid: blocked, and read from a signalfd
+    in the master's loop (set_wakeup_fd tells only the number)."""
+
+    def __init__(self, selector: selectors.BaseSelector, signals: set[signal.Signals], fd: int):
+        self.selector = selector
+        self.signals = signals
+        self.fd = fd
+
+    @classmethod
+    def open(
+        cls,
+        selector: selectors.BaseSelector,
+        signals: set[signal.Signals],
+        handler: Callable[[list[tuple[signal.Signals, int]]], None],
+    ) -> SignalSenders | None:
+        """None where senders cannot be told (not Linux): the signals keep their plain path."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            fd = _linux.signalfd(set(signals))
+        except OSError as exc:
+            log.warning("upgrade: cannot tell who sends signals (%s)", exc)
+            fd = None
+        if fd is None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+            return None
+
+        def on_readable(_fd: int) -> None:
+            handler([(signal.Signals(n), pid) for n, pid in _linux.read_signals(fd)])
+
+        selector.register(fd, selectors.EVENT_READ, on_readable)
+        return cls(selector, signals, fd)
+
+    def close(self) -> None:
+        """Unblock: signals still pending arrive by the ordinary path now."""
+        self.selector.unregister(self.fd)
+        os.close(self.fd)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
 
 
 def command_line(configured: list[str] | None) -> list[str]:
