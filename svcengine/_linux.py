@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import socket
 import struct
 import sys
@@ -133,3 +134,58 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
         return -1, -1, -1
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
     return pid, uid, gid
+
+
+# --- signal senders (signalfd) and pidfds: the upgrade's hand-over -------------------------
+_SIGSET_BYTES = 128  # glibc's sigset_t
+_SIGINFO = struct.Struct("=IiiII")  # struct signalfd_siginfo: signo, errno, code, pid, uid
+SIGINFO_SIZE = 128
+
+
+def signalfd(signals: set[int]) -> int | None:
+    """A non-blocking signalfd for `signals` (the caller blocks them), or None where
+    unsupported: reading it tells who sent each signal, which set_wakeup_fd cannot."""
+    if _libc is None:
+        return None
+    mask = ctypes.create_string_buffer(_SIGSET_BYTES)
+    _libc.sigemptyset(mask)
+    for signum in signals:
+        _libc.sigaddset(mask, ctypes.c_int(signum))
+    fd = _libc.signalfd(-1, mask, ctypes.c_int(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(fd)
+
+
+def read_signals(fd: int) -> list[tuple[int, int]]:
+    """(signal number, sender pid) for each signal waiting on a signalfd."""
+    out: list[tuple[int, int]] = []
+    while True:
+        try:
+            data = os.read(fd, SIGINFO_SIZE * 16)
+        except BlockingIOError:
+            return out
+        if not data:
+            return out
+        for i in range(0, len(data) - SIGINFO_SIZE + 1, SIGINFO_SIZE):
+            signo, _, _, pid, _ = _SIGINFO.unpack_from(data, i)
+            out.append((signo, pid))
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A pidfd for `pid`, or None if it is gone: signals sent through it can never
+    reach another process that reused the pid (Linux 5.3+; OSError before that)."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def pidfd_signal(fd: int, signum: int) -> bool:
+    """Signal the process behind a pidfd; False if it has exited."""
+    try:
+        signal.pidfd_send_signal(fd, signum)
+    except ProcessLookupError:
+        return False
+    return True

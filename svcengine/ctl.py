@@ -225,28 +225,46 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    """Ask for an upgrade and wait for the outcome: the old master gone (done) or a rollback."""
+    """Ask for an upgrade and judge by the successor: done once the new master is the master (it
+    holds the pidfile, or answers at the control socket) and the old one is gone; failed
+    when the old master reports its attempt failed, or the new master dies first."""
     try:
         before = (_ask(args, {"cmd": "status"}).get("upgrade") or {}).get("attempt")
     except (OSError, ValueError):
         before = None
     old = _send(args, "upgrade")
     deadline = time.monotonic() + args.timeout
+    new: int | None = None  # the successor, once the old master names it
+    old_gone = False
     while time.monotonic() < deadline:
-        if _wait_gone(old, 0.1):
+        if not old_gone:
+            old_gone = _wait_gone(old, 0.1)
+        if not old_gone:
             try:
-                new = _master_pid(args)
-            except (OSError, pidfile.PidfileError) as exc:
-                return _fail(f"the old master {old} exited, but no new one answers: {exc}", 1)
-            print(f"upgrade: master {old} replaced by {new}")
-            return 0
+                st = _ask(args, {"cmd": "status"})
+            except (OSError, ValueError):
+                continue  # the socket is changing hands
+            up = st.get("upgrade") or {}
+            if st.get("pid") != old or up.get("attempt") == before:
+                continue
+            new = up.get("pid") or new
+            if up.get("state") == "failed":
+                return _fail(f"upgrade failed: {up.get('reason')}; master {old} serves on", 1)
+            if up.get("state") == "stopped":
+                return _fail(f"upgrade abandoned: master {old} was stopped, the new one too", 1)
+            continue
+        # the old master is gone (handed over, or left early): the successor decides
         try:
-            st = _ask(args, {"cmd": "status"})
-        except (OSError, ValueError):
-            continue  # the socket is changing hands
-        up = st.get("upgrade") or {}
-        if st.get("pid") == old and up.get("state") == "failed" and up.get("attempt") != before:
-            return _fail(f"upgrade failed: {up.get('reason')}; master {old} serves on", 1)
+            holder: int | None = _master_pid(args)
+        except (OSError, ValueError, KeyError):
+            holder = None
+        if holder and holder != old and new in (None, holder):
+            print(f"upgrade: master {old} replaced by {holder}")
+            return 0
+        if new is not None and _wait_gone(new, 0.1):
+            return _fail(f"the old master {old} and the new one {new} both exited", 1)
+        if new is None:
+            time.sleep(0.1)  # no successor known to wait on: look at the pidfile again
     return _fail(f"no outcome within {args.timeout:.0f}s", 1)
 
 

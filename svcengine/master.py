@@ -86,6 +86,7 @@ class Master:
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
         self.upgrader: Upgrader | None = None  # made on the first USR2
+        self.announced = False  # the first READY=1 is out (a HUP may come before it)
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -176,6 +177,8 @@ class Master:
         if self.control is not None:
             fds.append(self.control.fileno())
             fds += [c.fileno() for c in self.control.buffers]
+        if self.upgrader is not None:
+            fds += self.upgrader.fds()
         return fds
 
     # --- spawning --------------------------------------------------------------
@@ -329,7 +332,8 @@ class Master:
             return
         if self.pool.ready_count() < self.pool.target or self.pool.retiring():
             return
-        first = self.phase is Phase.STARTING
+        first = not self.announced
+        self.announced = True
         self.phase = Phase.RUNNING
         status = self.status_text()
         if first:
@@ -468,7 +472,7 @@ class Master:
                 self._arm_stopper()
             return
         if self.upgrader is not None:
-            self.upgrader.hand_over()  # the new master's go-ahead, if an upgrade is running
+            self.upgrader.stop_new_master(quick)  # if an upgrade is running: no successor
         log.info(
             "%s stop: stopping %d worker(s)",
             "quick" if quick else "graceful",
@@ -510,6 +514,8 @@ class Master:
 
     def _check_stopped(self) -> None:
         if self.phase is Phase.STOPPING and not self.pool.by_pid and self.exit_code is None:
+            if self.upgrader is not None and self.upgrader.holds_exit:
+                return  # the new master it started is still stopping
             log.info("all workers stopped; master exits %d", self._final_code)
             self.exit_code = self._final_code
 

@@ -196,10 +196,38 @@ class Pidfile:
                     raise
         raise PidfileError(f"cannot create a temporary file beside {self.path}")
 
+    def names_us(self) -> bool:
+        """Whether our path still names the file we hold (not removed, not replaced)."""
+        if self.fd < 0:
+            return False
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        mine = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
     def rename(self, new_path: str) -> None:
-        """Move the held pidfile (Unicorn's `.oldbin` during an upgrade)."""
-        os.rename(self.path, new_path)
+        """Move the held pidfile (Unicorn's `.oldbin` during an upgrade).
+
+        PidfileError, and nothing moved, when the path no longer names our file:
+        renaming whatever someone put there instead would be wrong."""
+        if not self.names_us():
+            raise PidfileError(f"pidfile {self.path} was removed or replaced")
+        try:
+            os.rename(self.path, new_path)
+        except OSError as exc:
+            raise PidfileError(f"cannot rename pidfile {self.path}: {exc.strerror}") from None
         self.path = new_path
+
+    def rewrite(self, path: str) -> None:
+        """Write and lock a fresh pidfile at `path` for our pid, dropping the one we held
+        (removed by someone): AlreadyRunning if another live master holds `path`."""
+        fresh = Pidfile(path)
+        fresh.acquire(self.pid)
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.path, self.fd = fresh.path, fresh.fd
 
     def release(self) -> None:
         """Remove the file if it still names us; drop the lock either way."""

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as configmod
 from . import control as controlmod
@@ -31,6 +31,9 @@ from .privileges import Identity
 from .signals import Command
 from .systemd import Notifier
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .handover import Successor
 
 log = logging.getLogger("svcengine")
 
@@ -68,6 +71,11 @@ class Server:
         self.readiness = daemonmod.Readiness()
         self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
         self.upgrading_from = upgraded_from()  # old master's pid, until take-over
+        self.successor: Successor | None = None
+        if self.upgrading_from is not None:
+            from .handover import Successor  # only in a new master made by an upgrade
+
+            self.successor = Successor(self.upgrading_from)
         self._handed_over = False
         self.boot_failure: str | None = None
         if self.upgrading_from is not None:
@@ -93,6 +101,8 @@ class Server:
         fds = [self.readiness.fd] if self.readiness.fd is not None else []
         if self.pidfile is not None and self.pidfile.fd >= 0:
             fds.append(self.pidfile.fd)
+        if self.successor is not None:
+            fds += self.successor.fds()
         return fds
 
     def reload_config(self) -> configmod.Config:
@@ -122,6 +132,7 @@ class Server:
             except pidfilemod.PidfileError as exc:
                 log.error("upgrade: cannot take the pidfile: %s", exc)
                 self.pidfile = None
+            _remove_stale(os.path.abspath(cfg.pid_path) + ".oldbin")
         for listener in self.listeners:
             if listener.name.startswith("unix:") and listener.inode is None:
                 try:
@@ -138,8 +149,7 @@ class Server:
         """READY has been sent: release a daemon launcher, or the master we replace."""
         self.readiness.ready()
         logsetup.forget_saved_stderr()  # start-up is over: errors go to the log alone
-        old = self.upgrading_from
-        if old is None:
+        if self.upgrading_from is None:
             return
         self.upgrading_from = None
         assert self.master is not None
@@ -148,11 +158,8 @@ class Server:
             (s for s, c in self.master.commands.items() if c is Command.GRACEFUL_STOP),
             signal.SIGTERM,
         )
-        log.info("upgrade: took over from pid %d; sending it %s", old, graceful.name)
-        try:
-            os.kill(old, graceful)
-        except ProcessLookupError:
-            log.warning("upgrade: the old master (pid %d) is already gone", old)
+        if self.successor is not None:
+            self.successor.hand_over(graceful)
 
     def handed_over(self) -> None:
         """An old master after a successful upgrade: its sockets are the new one's now
@@ -160,12 +167,32 @@ class Server:
         self._handed_over = True
 
     def pidfile_to_oldbin(self) -> None:
-        if self.pidfile is not None:
+        """USR2: Unicorn's `.oldbin`. A pidfile someone removed does not stop the upgrade."""
+        if self.pidfile is None:
+            return
+        try:
             self.pidfile.rename(self.pidfile.path + ".oldbin")
+        except pidfilemod.PidfileError as exc:
+            log.warning("upgrade: %s; upgrading without a pidfile", exc)
 
     def pidfile_from_oldbin(self) -> None:
-        if self.pidfile is not None and self.pidfile.path.endswith(".oldbin"):
-            self.pidfile.rename(self.pidfile.path[: -len(".oldbin")])
+        """A rollback: the pidfile names this master again, even if it was removed meanwhile."""
+        pf = self.pidfile
+        if pf is None:
+            return
+        path = pf.path.removesuffix(".oldbin")
+        if path != pf.path:
+            try:
+                pf.rename(path)
+                return
+            except pidfilemod.PidfileError as exc:
+                log.warning("upgrade: %s; writing %s again", exc, path)
+        elif pf.names_us():
+            return
+        try:
+            pf.rewrite(path)
+        except (pidfilemod.PidfileError, OSError) as exc:
+            log.error("cannot restore the pidfile %s: %s", path, exc)
 
     # --- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -281,6 +308,7 @@ class Server:
             gc.freeze()  # keep the preloaded objects' pages shared: no refcount-driven copies
             log.info("preloaded %s", cfg.worker)
         notifier = Notifier()
+        notifier.standby = upgrading
         if cfg.worker_type == "embedded":
             from . import embedded  # imported only for its worker type
 
@@ -294,6 +322,8 @@ class Server:
                 self._cleanup()
         self.master = Master(self, cfg, self.listeners, notifier, self.reload_config)
         self.master.control = control
+        if self.successor is not None:
+            self.successor.attach(self.master.selector, self.master.begin_stop)
         try:
             code = self.master.run()
         finally:
@@ -374,6 +404,17 @@ def overridden_by_flags(path: str, overrides: dict[str, Any]) -> list[tuple[str,
             shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
             out.append((key, values[key], f"{flag} {shown}"))
     return out
+
+
+def _remove_stale(path: str) -> None:
+    """A `.oldbin` no live master holds (its master was killed mid-upgrade): a script
+    sending QUIT to the pid in it would hit whatever process reuses that pid."""
+    if os.path.exists(path) and not pidfilemod.is_locked(path):
+        try:
+            os.unlink(path)
+            log.warning("upgrade: removed %s: the old master left it behind", path)
+        except OSError:
+            pass
 
 
 def upgraded_from(environ: dict[str, str] | None = None) -> int | None:

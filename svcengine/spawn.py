@@ -88,7 +88,8 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
         code = 1
         try:
             os.close(status_r)
-            code = _child(ctx, worker_id, status_w, beat_index, old_mask)
+            # nothing blocked in a worker, whatever the master blocks for now (an upgrade)
+            code = _child(ctx, worker_id, status_w, beat_index, set())
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:

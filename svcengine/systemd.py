@@ -43,6 +43,10 @@ class Notifier:
         self._pending_status: str | None = None
         self._pending_extend: int | None = None
         self._backlog: list[str] = []
+        # a new master (USR2) before its take-over: under NotifyAccess=all a RELOADING=1,
+        # STOPPING=1 or EXTEND_TIMEOUT_USEC= from it would act on the unit the old master
+        # still serves; its READY=1 + MAINPID= ends the standby
+        self.standby = False
 
     @property
     def enabled(self) -> bool:
@@ -118,6 +122,7 @@ class Notifier:
         self._pending_status = self._pending_extend = None
 
     def ready(self, status: str | None = None, mainpid: int | None = None) -> None:
+        self.standby = False
         self._pending_extend = None  # the start is over: nothing left to extend
         fields = ["READY=1"]
         if mainpid:
@@ -133,10 +138,14 @@ class Notifier:
             self._pending_status = text
 
     def reloading(self) -> None:
+        if self.standby:
+            return
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def stopping(self) -> None:
+        if self.standby:
+            return
         self.flush()
         self.send("STOPPING=1")
 
@@ -145,7 +154,7 @@ class Notifier:
             self._send_now("WATCHDOG=1")
 
     def extend_timeout(self, seconds: float) -> None:
-        if self.enabled:
+        if self.enabled and not self.standby:
             self._pending_extend = int(seconds * 1_000_000)
 
     def barrier(self, timeout: float = 5.0) -> bool:
