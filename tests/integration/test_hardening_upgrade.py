@@ -164,6 +164,33 @@ def test_a_stop_during_the_upgrade_stops_old_and_new(service, tmp_path, sig):
         _stop(new)
 
 
+@pytest.mark.parametrize("command", ["stop", "quit"])
+def test_ctl_stop_during_the_upgrade_stops_old_and_new(service, tmp_path, command):
+    """The operator's own command, not a signal: over the control socket (the pidfile is
+    `.oldbin` in the window), it must stop both masters and report the truth."""
+    svc = _gated_service(service, tmp_path)
+    (tmp_path / "gate").touch()
+    svc.kill(signal.SIGUSR2)
+    new = _new_master(svc)
+    _gated(svc, 2)
+    new_tree = {new} | children_of(new)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "svcengine", "ctl", "--pid", str(tmp_path / "app.pid")]
+            + ["--timeout", "30", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"master {svc.pid} exited" in r.stdout, r.stdout
+        assert svc.wait_exit(30) == 0
+        left = {p for p in new_tree if alive(p)}
+        assert not left, f"still running after ctl {command} returned: {left}"
+    finally:
+        _stop(new)
+
+
 # --- item 15b: HUP to the new master before it is ready -------------------------------
 def test_hup_to_the_new_master_before_ready_still_takes_over(service, tmp_path):
     svc = _gated_service(service, tmp_path)
