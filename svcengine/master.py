@@ -371,6 +371,8 @@ class Master:
         expected = was_stopping or self.phase is Phase.STOPPING
         level = logging.INFO if expected else logging.WARNING
         log.log(level, "worker %d (pid %d) %s", w.worker_id, pid, cause)
+        if pid > 0 and spawn.kill_group(pid, signal.SIGKILL):  # not a thread worker
+            log.info("worker %d (pid %d) left processes in its group: killed", w.worker_id, pid)
         self.server.hooks.call("after_worker_exit", self.server, w, status)
         slot = self.pool.slots.get(w.worker_id)
         if slot is not None and slot.retired_code is not None and slot.current is None:
@@ -505,7 +507,8 @@ class Master:
                 w.pid,
                 signal.Signals(signum).name,
             )
-            self._kill(w.pid, signum)
+            if not (w.pid > 0 and spawn.kill_group(w.pid, signum)):  # worker and its group
+                self._kill(w.pid, signum)
         self._arm_stopper()
 
     def _check_stopped(self) -> None:
