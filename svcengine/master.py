@@ -439,6 +439,7 @@ class Master:
         elif command is Command.REOPEN_LOGS:
             try:
                 logsetup.reopen(self.cfg.log)
+                self.server.chown_log()  # a file the reopen created: the workers reopen it next
                 log.info("reopened log file; telling workers")
             except OSError as exc:  # keeps writing to the file it has
                 log.error("cannot reopen the log file %s: %s", self.cfg.log, exc.strerror)

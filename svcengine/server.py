@@ -232,7 +232,7 @@ class Server:
         except OSError as exc:
             why = configmod.ConfigError(f"cannot open {cfg.log}: {exc.strerror}", "log", cfg.source)
             raise StartError(configmod.EX_CONFIG, f"config error: {why}") from None
-        self._chown_log()
+        self.chown_log()
         upgrading = self.upgrading_from is not None
         try:
             if cfg.pid_path and not upgrading:
@@ -301,7 +301,7 @@ class Server:
             server.chown(identity.uid, identity.gid)
         return server
 
-    def _chown_log(self) -> None:
+    def chown_log(self) -> None:
         """A root master dropping the workers' privileges: the log file is theirs to reopen."""
         cfg = self.config
         identity = Identity.resolve(cfg.chuser, cfg.chgroup) if cfg.log else None
