@@ -243,6 +243,23 @@ def test_stop_takes_the_workers_children_and_spares_the_masters_group(service, s
     assert sentinel_group == svc.pid
 
 
+def test_a_daemonized_master_stopped_by_term_takes_the_workers_children(tmp_path):
+    pid_path, log = tmp_path / "app.pid", tmp_path / "app.log"
+    cmd = [sys.executable, "-m", "svcengine", "--daemonize", "--pid", str(pid_path)]
+    cmd += ["--log", str(log), "--workers", "2", "apps_hardening_worker:WithChild"]
+    env = {**os.environ, "SVC_TEST_DIR": str(tmp_path), "PYTHONPATH": f"{HERE}:{REPO}"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    master = int(pid_path.read_text())  # adopted by this test process (a subreaper)
+    pattern = r"worker (\d+) child pid (\d+)"
+    wait_for(lambda: len(re.findall(pattern, log.read_text())) == 2, 10, "two children")
+    kids = {int(p) for _, p in re.findall(pattern, log.read_text())}
+    os.kill(master, signal.SIGTERM)
+    assert not wait_gone({master}, 15)
+    assert os.waitstatus_to_exitcode(os.waitpid(master, 0)[1]) == 0
+    assert not wait_gone(kids, 5), "a worker's child outlived the daemon"
+
+
 def test_a_replaced_worker_takes_its_children(service):
     svc = service(worker="apps_hardening_worker:WithChild", workers=2)
     svc.wait_ready()
