@@ -115,6 +115,21 @@ def test_log_symlink_is_refused_at_start_and_never_chowned(service, tmp_path):
     assert precious.stat().st_uid == os.geteuid()
 
 
+def test_log_symlink_refused_by_a_daemonizing_start_in_one_line(tmp_path):
+    precious = tmp_path / "precious"
+    precious.write_text("precious\n")
+    link = tmp_path / "app.log"
+    link.symlink_to(precious)
+    cmd = [sys.executable, "-m", "svcengine", "--daemonize", "--log", str(link)]
+    cmd += ["--pid", str(tmp_path / "app.pid"), "apps:Idle"]
+    env = {**os.environ, "PYTHONPATH": f"{HERE}:{REPO}"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 78, r.stderr
+    assert r.stderr.count("\n") == 1 and "key 'log'" in r.stderr and str(link) in r.stderr
+    assert "symbolic link" in r.stderr
+    assert precious.read_text() == "precious\n"
+
+
 def test_log_fifo_is_refused_at_start_without_blocking(service, tmp_path):
     fifo = tmp_path / "app.log"
     os.mkfifo(fifo)
