@@ -10,8 +10,10 @@ prefixes and no timestamp: journald adds its own.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 
 _label = "master"
@@ -62,13 +64,46 @@ def formatter(journal: bool) -> logging.Formatter:
     )
 
 
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
 def _open_log(path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    """Open `path` onto fds 1 and 2: a regular file only, never through a symlink.
+
+    A root master writes here, and whoever can write the log directory could swap
+    the file for a symlink to any file (nginx, CVE-2016-1247); O_NONBLOCK keeps a
+    FIFO put in its place from blocking the open. On refusal fds 1 and 2 are untouched.
+    """
     try:
+        fd = os.open(path, _FLAGS, 0o640)
+    except OSError as exc:
+        raise _refusal(path) or exc from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _refusal(path) or OSError(errno.EINVAL, NOT_REGULAR, path)
+        os.set_blocking(fd, True)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
     finally:
         os.close(fd)
+
+
+NOT_REGULAR = "is not a regular file (leave `log` unset to log to stderr)"
+
+
+def _refusal(path: str) -> OSError | None:
+    """The clear reason an open was refused, when `path` is not a plain file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        return OSError(
+            errno.ELOOP, "is a symbolic link; refused: a log file must be a regular file", path
+        )
+    if not stat.S_ISREG(mode):
+        return OSError(errno.EINVAL, NOT_REGULAR, path)
+    return None
 
 
 def _is_file(fd: int, path: str) -> bool:
@@ -90,7 +125,11 @@ def setup(level: str = "info", path: str | None = None) -> logging.Logger:
             # upgrade it already is our log file, and keeping it would pin a rotated file.)
             _saved_stderr = os.dup(2)
             os.set_inheritable(_saved_stderr, False)
-        _open_log(path)
+        try:
+            _open_log(path)
+        except OSError:
+            forget_saved_stderr()  # fd 2 is still where start-up errors go
+            raise
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_svcengine", False):
@@ -120,11 +159,24 @@ def reopen(path: str | None) -> None:
     _open_log(path)
 
 
+def chown_log(uid: int, gid: int) -> None:
+    """Give the open log file (fd 2) to the workers' user, so they can reopen it.
+
+    Through the descriptor, never by path: the path may have been swapped for a
+    symlink since it was opened.
+    """
+    os.fchown(2, uid, gid)
+
+
+def _configured() -> bool:
+    return any(getattr(h, "_svcengine", False) for h in logging.getLogger().handlers)
+
+
 def tell_operator(message: str) -> None:
     """A start-up error: to the log, and to the terminal or unit we started from, once: when
     the log is that stderr (a container's or a unit's) the log line is enough, and with no
-    handler of ours set up yet logging would reach stderr on its own as well."""
-    if any(getattr(h, "_svcengine", False) for h in logging.getLogger().handlers):
+    handler of ours set up yet logging's last resort would reach stderr on its own as well."""
+    if _configured():
         logging.getLogger("svcengine").error("%s", message)
         if _saved_stderr is None:
             return

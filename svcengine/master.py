@@ -375,6 +375,8 @@ class Master:
         expected = was_stopping or self.phase is Phase.STOPPING
         level = logging.INFO if expected else logging.WARNING
         log.log(level, "worker %d (pid %d) %s", w.worker_id, pid, cause)
+        if pid > 0 and spawn.kill_group(pid, signal.SIGKILL):  # not a thread worker
+            log.info("worker %d (pid %d) left processes in its group: killed", w.worker_id, pid)
         self.server.hooks.call("after_worker_exit", self.server, w, status)
         slot = self.pool.slots.get(w.worker_id)
         if slot is not None and slot.retired_code is not None and slot.current is None:
@@ -441,6 +443,7 @@ class Master:
         elif command is Command.REOPEN_LOGS:
             try:
                 logsetup.reopen(self.cfg.log)
+                self.server.chown_log()  # a file the reopen created: the workers reopen it next
                 log.info("reopened log file; telling workers")
             except OSError as exc:  # keeps writing to the file it has
                 log.error("cannot reopen the log file %s: %s", self.cfg.log, exc.strerror)
@@ -509,7 +512,8 @@ class Master:
                 w.pid,
                 signal.Signals(signum).name,
             )
-            self._kill(w.pid, signum)
+            if not (w.pid > 0 and spawn.kill_group(w.pid, signum)):  # worker and its group
+                self._kill(w.pid, signum)
         self._arm_stopper()
 
     def _check_stopped(self) -> None:

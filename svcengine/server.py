@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -196,14 +197,21 @@ class Server:
 
     # --- running ---------------------------------------------------------------
     def run(self) -> int:
-        """Run until stopped; return the exit status the process should end with."""
+        """Run until stopped; return the exit status the process should end with.
+
+        If a hook left a non-daemon thread running (a monitoring thread), the process
+        could never end: then this warns and ends it with that status, as the command does.
+        """
         if self.config.daemonize:
             return self._launch_daemon()
+        before = set(threading.enumerate())
         try:
-            return self._serve()
+            code = self._serve()
         except StartError as exc:
             logsetup.tell_operator(str(exc))
-            return exc.code
+            code = exc.code
+        _end_despite_threads(before, code)
+        return code
 
     def _launch_daemon(self) -> int:
         cfg = self.config = self.config.absolute()
@@ -273,11 +281,10 @@ class Server:
             self._check_before_logging()
         try:
             logsetup.setup(cfg.log_level, cfg.log)
-        except OSError as exc:  # its directory is missing, or not ours: say so on stderr
-            logsetup.setup(cfg.log_level)
-            raise StartError(
-                EX_SOFTWARE, f"cannot open log file {cfg.log}: {exc.strerror}"
-            ) from None
+        except OSError as exc:  # missing directory, a symlink, not a regular file, not ours
+            why = configmod.ConfigError(f"cannot open {cfg.log}: {exc.strerror}", "log", cfg.source)
+            raise StartError(configmod.EX_CONFIG, f"config error: {why}") from None
+        self.chown_log()
         try:
             if cfg.pid_path and not upgrading:
                 self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
@@ -363,9 +370,18 @@ class Server:
             return None
         if identity is not None and os.geteuid() == 0:
             server.chown(identity.uid, identity.gid)
-            if cfg.log:
-                os.chown(cfg.log, identity.uid, identity.gid)  # so workers can reopen it
         return server
+
+    def chown_log(self) -> None:
+        """A root master dropping the workers' privileges: the log file is theirs to reopen."""
+        cfg = self.config
+        identity = Identity.resolve(cfg.chuser, cfg.chgroup) if cfg.log else None
+        if identity is None or os.geteuid() != 0:
+            return
+        try:
+            logsetup.chown_log(identity.uid, identity.gid)
+        except OSError as exc:
+            log.warning("cannot give %s to the workers' user: %s", cfg.log, exc.strerror)
 
     def _control_request(self, req: dict[str, Any]) -> dict[str, Any]:
         return self._require_master().control_request(req)
@@ -415,6 +431,30 @@ def _remove_stale(path: str) -> None:
             log.warning("upgrade: removed %s: the old master left it behind", path)
         except OSError:
             pass
+
+
+def _end_despite_threads(before: set[threading.Thread], code: int) -> None:
+    """Exit now if threads started during run() would keep the interpreter alive."""
+    lingering = [
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and not t.daemon and t is not threading.current_thread() and t not in before
+    ]
+    if not lingering:
+        return
+    log.warning(
+        "thread(s) still running after the master stopped: %s (not daemon threads; a hook "
+        "started them?); ending the process with status %d, as the svcengine command does",
+        ", ".join(lingering),
+        code,
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def upgraded_from(environ: dict[str, str] | None = None) -> int | None:

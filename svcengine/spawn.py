@@ -87,6 +87,7 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
     if pid == 0:
         code = 1
         try:
+            _own_group()
             os.close(status_r)
             # nothing blocked in a worker, whatever the master blocks for now (an upgrade)
             code = _child(ctx, worker_id, status_w, beat_index, set())
@@ -98,14 +99,44 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
         finally:
             child.finish(code)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    try:
+        os.setpgid(pid, pid)  # as the child does: whichever runs first, no signal finds it outside
+    except OSError:
+        pass  # EACCES: a spawn worker has exec'd (after its own setpgid); ESRCH: gone already
     os.close(status_w)
     os.set_blocking(status_r, False)
     return pid, status_r
 
 
+def _own_group() -> None:
+    """Lead a process group of our own, so the master can stop what we start with us."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # the master's setpgid() got there first
+
+
+def kill_group(pid: int, signum: int) -> bool:
+    """Signal a process worker's group: the worker (if alive) and whatever it started there.
+
+    Never a group that is not a worker's own: not pid 1's (kill(-1) is every process), not
+    the master's (the terminal's foreground group, or its init's). False if nobody was there.
+    """
+    if pid <= 1 or pid in (os.getpid(), os.getpgrp()):
+        return False
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, old_mask: Any) -> int:
     cfg = ctx.config
     ctx.restore_signals()
+    # CPython ignores SIGPIPE at start-up: a peer that hangs up is a BrokenPipeError, not
+    # a death (restore_signals() just reset it to SIG_DFL with the master's handled signals)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if cfg.worker_pdeathsig:
         _linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != ctx.master_pid:
