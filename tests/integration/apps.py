@@ -98,10 +98,14 @@ class BrokenImport(svcengine.Worker):
 
 
 class StopHook(svcengine.Worker):
-    """run() blocks in accept-like code; stop() is what unblocks it."""
+    """run() blocks in accept-like code; stop() is what unblocks it. The pipe is made before
+    run(): a stop may arrive as soon as the worker is ready, before run()'s first line."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.r, self.w = os.pipe()
 
     def run(self) -> None:
-        self.r, self.w = os.pipe()
         os.read(self.r, 1)
         self.logger.info("worker %d unblocked by stop()", self.worker_id)
 
