@@ -162,27 +162,6 @@ def ruby_versions() -> dict[str, str]:
     return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
 
 
-# more.py's, until it uses peers.py
-def serverengine_argv() -> list[str]:
-    """bench/apps/serverengine_hello.rb; SVCBENCH_PORT or SVCBENCH_UNIX picks the socket."""
-    return [shutil.which("ruby") or "ruby", str(APPS / "serverengine_hello.rb")]
-
-
-def unicorn_argv(listen: str) -> list[str]:
-    """Unicorn on ``listen`` (host:port, or a path for a unix socket); SVCBENCH_WORKERS sets
-    the pool size."""
-    return [
-        shutil.which("unicorn") or "unicorn",
-        "-E",
-        "none",  # no development middleware (request logging, lint)
-        "-c",
-        str(APPS / "unicorn_conf.rb"),
-        "-l",
-        listen,
-        str(APPS / "hello.ru"),
-    ]
-
-
 # ---------------------------------------------------------------------------
 # Markdown table cells
 
