@@ -168,6 +168,11 @@ def main() -> int:
     def present(groups):
         return [g for g in groups if any(v is not None for v, _ in g[1].values())]
 
+    def panel(ax, groups, *, log: bool, title: str, ylabel: str) -> None:
+        """Bars of the groups that have a value, one series per peer in them."""
+        groups = present(groups)
+        bars(ax, groups, series=peers_in(groups), log=log, title=title, ylabel=ylabel)
+
     fig = plt.figure(figsize=(17, 15))
     gs = fig.add_gridspec(3, 3)
     axes = [
@@ -182,47 +187,38 @@ def main() -> int:
         tails = (k.removeprefix(prefix) for k in figs if k.startswith(prefix))
         return sorted(int(t) for t in tails if t.isdigit())
 
-    start_groups = present(
-        [
-            ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
-            ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
-            *((f"start,\n{n} workers", r(f"start_{n}")) for n in sizes("start_")),
-        ]
-    )
-    bars(
-        axes[0][0],
-        start_groups,
-        series=peers_in(start_groups),
-        log=True,
-        title="Respawn and start: time until workers run app code\n"
-        "(ms, log scale; lower is better)",
-        ylabel="ms (log)",
-    )
-    stop_groups = present(
-        [
-            *((f"graceful stop,\n{n} workers", r(f"wstop_{n}")) for n in sizes("wstop_")),
-            ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
-        ]
-    )
-    bars(
-        axes[0][1],
-        stop_groups,
-        series=peers_in(stop_groups),
-        log=True,
-        title="Stop: graceful stop signal / SIGKILL to master → last worker gone\n"
-        "(ms, log scale; lower is better)",
-        ylabel="ms (log)",
-    )
-    idle = present(
+    for ax, groups, title in (  # ms on a log scale, lower is better
+        (
+            axes[0][0],
+            [
+                ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
+                ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
+                *((f"start,\n{n} workers", r(f"start_{n}")) for n in sizes("start_")),
+            ],
+            "Respawn and start: time until workers run app code",
+        ),
+        (
+            axes[0][1],
+            [
+                *((f"graceful stop,\n{n} workers", r(f"wstop_{n}")) for n in sizes("wstop_")),
+                ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
+            ],
+            "Stop: graceful stop signal / SIGKILL to master → last worker gone",
+        ),
+    ):
+        panel(
+            ax,
+            groups,
+            log=True,
+            title=f"{title}\n(ms, log scale; lower is better)",
+            ylabel="ms (log)",
+        )
+    panel(
+        axes[0][2],
         [
             *((f"CPU ms per 10 s,\n{n} workers", r(f"idle_cpu_{n}")) for n in sizes("idle_cpu_")),
             *((f"wakeups/s,\n{n} workers", r(f"idle_wake_{n}")) for n in sizes("idle_wake_")),
-        ]
-    )
-    bars(
-        axes[0][2],
-        idle,
-        series=peers_in(idle),
+        ],
         log=False,
         title="Idle master: CPU (ms per 10 s) and wakeups per second\n(lower is better)",
         ylabel="ms per 10 s / wakeups per s",
@@ -248,7 +244,8 @@ def main() -> int:
         ylabel="failed requests",
         series=up_peers,
     )
-    mem_groups = present(
+    panel(
+        axes[1][1],
         [
             ("master RSS", m("mem_master_rss")),
             ("master PSS", m("mem_master_pss")),
@@ -256,12 +253,7 @@ def main() -> int:
             ("PSS per worker,\nsvcengine with\npreload = true", m("mem_worker_pss_preload")),
             ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
             ("total PSS,\nsvcengine with\npreload = true", m("mem_total_pss_preload")),
-        ]
-    )
-    bars(
-        axes[1][1],
-        mem_groups,
-        series=peers_in(mem_groups),
+        ],
         log=False,
         title="Memory, 4 idle hello-world HTTP workers\n"
         "(MiB, /proc/PID/smaps_rollup; lower is better)",

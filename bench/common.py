@@ -1,16 +1,16 @@
 """What bench/run.py and bench/more.py share: paths, the log line, the machine, the venv's
-versions, the Ruby peers' availability, the process set-up and the Markdown table cells.
+versions, the process set-up and the Markdown table cells.
 
 Standard library only, like the rest of bench/.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,13 +24,17 @@ EXAMPLES = REPO / "examples"
 VENV = REPO / ".venv"
 VPY = VENV / "bin" / "python"
 MS = 1e6  # ns per ms
-RUBY_HINT = "apt-get install ruby-serverengine unicorn"
 PR_SET_CHILD_SUBREAPER = 36
 LOG_NAME = "bench"  # the log prefix: more.py sets "more"
 
 
 def log(msg: str) -> None:
     print(f"[{LOG_NAME} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def add_wait_quiet(ap: argparse.ArgumentParser, text: str) -> None:
+    """--wait-quiet S: how long the bench may wait for others' load to pass (procs.wait_quiet)."""
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S", help=text)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -64,8 +68,21 @@ def prepare_process(*also_default: signal.Signals) -> None:
         raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def pip_install(*what: str) -> None:
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", *what], check=True)
+def ensure_venv(install: bool, commands: list[str]) -> None:
+    """The project venv with each of ``commands`` (svcengine, editable; gunicorn from PyPI)."""
+    if not VPY.exists():
+        if not install:
+            raise SystemExit(f"{VENV} missing: run ./dev test (or drop --no-install)")
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    for cmd in commands:
+        if (VENV / "bin" / cmd).exists():
+            continue
+        if not install:
+            raise SystemExit(f"{cmd} missing from .venv (drop --no-install)")
+        log(f"installing {cmd} into .venv")
+        what = ["-e", str(REPO)] if cmd == "svcengine" else [cmd]
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", *what], check=True)
 
 
 def venv_versions(packages: list[str]) -> dict[str, str]:
@@ -125,41 +142,6 @@ def byte_compile(python: Path, *dirs: Path) -> None:
     """Compile the peers' Python apps (and a svcengine snapshot) ahead, as pip compiles what
     it installs: under PYTHONDONTWRITEBYTECODE=1 every worker would compile them again."""
     subprocess.run([str(python), "-m", "compileall", "-q", *map(str, dirs)], check=True)
-
-
-def ruby_missing() -> str:
-    """Why the Ruby peers (Debian's ruby-serverengine, unicorn) can't run; "" when they can."""
-    ruby = shutil.which("ruby")
-    if not ruby:
-        return "no `ruby` command"
-    r = subprocess.run(
-        [ruby, "-e", 'require "serverengine"'],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=30,
-    )
-    if r.returncode:
-        return "`ruby -e 'require \"serverengine\"'` fails"
-    if not shutil.which("unicorn"):
-        return "no `unicorn` command"
-    return ""
-
-
-def ruby_versions() -> dict[str, str]:
-    r = subprocess.run(
-        [
-            shutil.which("ruby") or "ruby",
-            "-e",
-            'require "serverengine"; require "unicorn"; '
-            'print RUBY_VERSION, " ", ServerEngine::VERSION, " ", Unicorn::Const::UNICORN_VERSION',
-        ],
-        capture_output=True,
-        text=True,
-    )
-    parts = r.stdout.split()
-    if len(parts) != 3:
-        return {}
-    return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
 
 
 # ---------------------------------------------------------------------------

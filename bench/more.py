@@ -34,22 +34,14 @@ from common import (
     BENCH,
     EXAMPLES,
     REPO,
-    VENV,
     VPY,
-    byte_compile,
+    add_wait_quiet,
     log,
     machine,
-    pip_install,
-    prepare_process,
-    ruby_missing,
-    ruby_versions,
-    svcengine_commit,
-    svcengine_dirty,
-    venv_versions,
 )
 from memory import memory, preload
 from more_report import report, table
-from peers import ruby_skipped
+from peers import ruby_missing, ruby_skipped, ruby_versions
 from procs import Tracker, busy, busy_over, cpu_times, loadavg, tail, wait_quiet
 from upgrade import upgrades
 
@@ -129,24 +121,14 @@ class More:
 
 
 def ensure_env(install: bool) -> None:
-    if not VPY.exists():
-        raise SystemExit(f"{VENV} missing: run ./dev test first")
-    byte_compile(VPY, APPS, EXAMPLES, REPO / "svcengine")
-    for cmd, what, pkg in (
-        ("svcengine", "svcengine", ("-e", str(REPO))),
-        ("gunicorn", "gunicorn", ("gunicorn",)),
-    ):
-        if not (VENV / "bin" / cmd).exists():
-            if not install:
-                raise SystemExit(f"{what} not in .venv")
-            log(f"installing {what} into .venv")
-            pip_install(*pkg)
+    common.ensure_venv(install, ["svcengine", "gunicorn"])
+    common.byte_compile(VPY, APPS, EXAMPLES, REPO / "svcengine")
 
 
 def versions() -> dict[str, str]:
-    info = venv_versions(["svcengine", "gunicorn"])
-    info["commit"] = svcengine_commit().stdout.strip() or "?"
-    info["dirty"] = "yes" if svcengine_dirty() else "no"
+    info = common.venv_versions(["svcengine", "gunicorn"])
+    info["commit"] = common.svcengine_commit().stdout.strip() or "?"
+    info["dirty"] = "yes" if common.svcengine_dirty() else "no"
     return info
 
 
@@ -160,13 +142,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--clients", type=int, default=8, help="client threads (8)")
     ap.add_argument("--settle", type=float, default=1.0, help="s idle before stop / memory (1)")
     ap.add_argument("--only", default="", help="comma list: upgrade,memory,pss")
-    ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="wait up to S s for the machine to be < 15%% CPU busy before starting",
-    )
+    add_wait_quiet(ap, "wait up to S s for the machine to be < 15%% CPU busy before starting")
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks-more.md"))
     ap.add_argument("--no-write", action="store_true", help="print only (JSON still in bench/out)")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
@@ -182,7 +158,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     # Children inherit ignored dispositions across exec; undo any the shell gave us.
-    prepare_process(signal.SIGPIPE)
+    common.prepare_process(signal.SIGPIPE)
     ensure_env(not args.no_install)
     tracker = Tracker()
     b = More(args, tracker)

@@ -12,11 +12,13 @@ import json
 import shlex
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
-from common import APPS, RUBY_HINT, VENV
+from common import APPS, VENV
 from procs import tail, wait_file_pid, wait_pidfiles
 
+RUBY_HINT = "apt-get install ruby-serverengine unicorn"
 # A unix socket's path, or a TCP port on 127.0.0.1.
 Listen = Path | int
 
@@ -42,6 +44,9 @@ class Peer:
         raise NotImplementedError
 
     # -- hot upgrade by signal (more.py): USR2, the new master's pid, retire the old --
+    # The run's one-line account; names: old, new, ready_s, oldbin, promoted.
+    upgrade_info = "USR2 → new master {new}, ready at +{ready_s:.2f}s; old {old}"
+
     def new_master(self, d: Path, pidfile: Path, old: int) -> int:
         raise NotImplementedError(f"{self.name}: no hot upgrade by signal")
 
@@ -52,11 +57,6 @@ class Peer:
     def promoted(self, pidfile: Path, old: int, new: int) -> bool | None:
         """Looked at once the load is over: does the pidfile name the new master?"""
         return None
-
-    def upgrade_info(
-        self, old: int, new: int, ready_s: float, oldbin: bool | None, promoted: bool | None
-    ) -> str:
-        raise NotImplementedError
 
 
 class Svcengine(Peer):
@@ -102,6 +102,10 @@ class Gunicorn(Peer):
     name = label = "gunicorn"
     tag = "gun"
     orphans_concurrent = True  # sync workers check their parent every timeout / 2 = 15 s
+    upgrade_info = (
+        "USR2 → new master {new} with 4 workers booted at +{ready_s:.2f}s; "
+        "TERM old {old}; pidfile promoted: {promoted}"
+    )
 
     def __init__(self, extra_args: str = "") -> None:
         self.extra_args = extra_args  # run.py's --gunicorn-args
@@ -144,14 +148,6 @@ class Gunicorn(Peer):
     def promoted(self, pidfile: Path, old: int, new: int) -> bool | None:
         return wait_file_pid(pidfile, 5.0, not_pid=old) == new
 
-    def upgrade_info(
-        self, old: int, new: int, ready_s: float, oldbin: bool | None, promoted: bool | None
-    ) -> str:
-        return (
-            f"USR2 → new master {new} with 4 workers booted at +{ready_s:.2f}s; "
-            f"TERM old {old}; pidfile promoted: {promoted}"
-        )
-
 
 class ServerEngine(Peer):
     """bench/apps/serverengine_hello.rb: process workers, no supervisor process, so the
@@ -183,6 +179,10 @@ class Unicorn(Peer):
     tag = "uni"
     notifies = False
     stop_signal = signal.SIGQUIT  # TERM is Unicorn's quick shutdown
+    upgrade_info = (
+        "USR2 → new master {new} with 4 workers ready at +{ready_s:.2f}s "
+        "(.oldbin seen: {oldbin}); QUIT old {old}"
+    )
 
     def argv_env(
         self, d: Path, workers: int, listen: Listen, pidfile: Path | None = None
@@ -208,14 +208,6 @@ class Unicorn(Peer):
     def oldbin_seen(self, pidfile: Path) -> bool | None:
         return pidfile.with_name(pidfile.name + ".oldbin").exists()
 
-    def upgrade_info(
-        self, old: int, new: int, ready_s: float, oldbin: bool | None, promoted: bool | None
-    ) -> str:
-        return (
-            f"USR2 → new master {new} with 4 workers ready at +{ready_s:.2f}s "
-            f"(.oldbin seen: {oldbin}); QUIT old {old}"
-        )
-
 
 PEERS = {
     "svcengine": Svcengine,
@@ -226,6 +218,41 @@ PEERS = {
 RUBY_PEERS = ("serverengine", "unicorn")
 
 
+def ruby_missing() -> str:
+    """Why the Ruby peers (Debian's ruby-serverengine, unicorn) can't run; "" when they can."""
+    ruby = shutil.which("ruby")
+    if not ruby:
+        return "no `ruby` command"
+    r = subprocess.run(
+        [ruby, "-e", 'require "serverengine"'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+    if r.returncode:
+        return "`ruby -e 'require \"serverengine\"'` fails"
+    if not shutil.which("unicorn"):
+        return "no `unicorn` command"
+    return ""
+
+
+def ruby_versions() -> dict[str, str]:
+    r = subprocess.run(
+        [
+            shutil.which("ruby") or "ruby",
+            "-e",
+            'require "serverengine"; require "unicorn"; '
+            'print RUBY_VERSION, " ", ServerEngine::VERSION, " ", Unicorn::Const::UNICORN_VERSION',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    parts = r.stdout.split()
+    if len(parts) != 3:
+        return {}
+    return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
+
+
 def ruby_skipped(why: str) -> str:
-    """The line saying why the Ruby peers are skipped (``why``: common.ruby_missing())."""
+    """The line saying why the Ruby peers are skipped (``why``: ruby_missing())."""
     return f"Ruby peers (ServerEngine, Unicorn) skipped: {why}; to include them: {RUBY_HINT}"

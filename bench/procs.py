@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from common import log
 
@@ -196,7 +196,8 @@ def tail(d: Path, n: int = 5) -> list[str]:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 # ---------------------------------------------------------------------------
@@ -208,9 +209,9 @@ class Tracker:
 
     def __init__(self) -> None:
         self.seen: set[int] = set()
-        self.popens: list[subprocess.Popen] = []
+        self.popens: list[subprocess.Popen[Any]] = []
 
-    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
         p = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -330,7 +331,7 @@ class Inbox:
 
     def receive(self) -> list[tuple[bytes, int]]:
         """Every datagram queued now, each with its receive time (ns); never blocks."""
-        got = []
+        got: list[tuple[bytes, int]] = []
         while True:
             try:
                 data = self.sock.recv(4096)
@@ -375,7 +376,7 @@ class Inbox:
         pred: Callable[[], T],
         timeout: float,
         what: str,
-        popen: subprocess.Popen | None = None,
+        popen: subprocess.Popen[Any] | None = None,
     ) -> T:
         deadline = time.monotonic() + timeout
         while True:

@@ -22,26 +22,36 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import figures
 from common import (
     APPS,
     REPO,
-    RUBY_HINT,
-    VENV,
     VPY,
+    add_wait_quiet,
     byte_compile,
+    ensure_venv,
     log,
-    pip_install,
     prepare_process,
-    ruby_missing,
-    ruby_versions,
     svcengine_commit,
     svcengine_dirty,
     venv_versions,
 )
 from figures import Bench
-from peers import PEERS, RUBY_PEERS, Gunicorn, Peer, ServerEngine, Svcengine, Unicorn, ruby_skipped
+from peers import (
+    PEERS,
+    RUBY_HINT,
+    RUBY_PEERS,
+    Gunicorn,
+    Peer,
+    ServerEngine,
+    Svcengine,
+    Unicorn,
+    ruby_missing,
+    ruby_skipped,
+    ruby_versions,
+)
 from procs import (
     NCPU,
     background_load,
@@ -55,8 +65,25 @@ from procs import (
 )
 from run_report import table, write_doc
 
+T = TypeVar("T")
 BUSY_REDO = 25.0  # % CPU busy with others' work during a figure: --wait-quiet redoes it
 FIGURES = ("respawn", "orphans", "start", "idle")
+
+
+# The figures' counts, sizes and windows: flag, type, default, help.
+NUMBERS: tuple[tuple[str, type, float, str], ...] = (
+    ("--workers", int, 4, "pool size for most figures (default 4)"),
+    ("--big", int, 64, "large pool size (default 64)"),
+    ("--huge", int, 256, "start/stop only; 0: skip (256)"),
+    ("--huge-starts", int, 3, "start/stop trials at --huge (3)"),
+    ("--kills", int, 20, "respawn samples (default 20)"),
+    ("--min-life", float, 1.5, "s a worker lives before its kill"),
+    ("--orphans", int, 10, "orphan trials (default 10)"),
+    ("--orphan-cap", float, 20.0, "s to wait for orphans (20)"),
+    ("--starts", int, 5, "start/stop trials per size (5)"),
+    ("--idle-seconds", float, 10.0, "idle window (10)"),
+    ("--settle", float, 1.0, "s idle before stop/idle figures (1)"),
+)
 
 
 def ensure_env(
@@ -64,23 +91,7 @@ def ensure_env(
 ) -> tuple[dict[str, str], Path]:
     """The project venv with gunicorn (and svcengine, editable) in it; the peers' versions, and
     the byte-compiled snapshot of svcengine/ the svcengine peer runs from."""
-    if not VPY.exists():
-        if not install:
-            raise SystemExit(f"{VENV} missing: run ./dev test (or drop --no-install)")
-        log(f"creating {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if "gunicorn" in peers and not (VENV / "bin" / "gunicorn").exists():
-        if not install:
-            raise SystemExit("gunicorn missing from .venv (drop --no-install)")
-        log("installing gunicorn from PyPI into .venv")
-        pip_install("gunicorn")
-    if "svcengine" in peers and not (VENV / "bin" / "svcengine").exists():
-        if not (REPO / "svcengine" / "cli.py").exists():
-            raise SystemExit("svcengine/cli.py does not exist yet: use --peers gunicorn")
-        if not install:
-            raise SystemExit("svcengine not installed in .venv (drop --no-install)")
-        log("installing svcengine (editable) into .venv")
-        pip_install("-e", str(REPO))
+    ensure_venv(install, [p for p in ("gunicorn", "svcengine") if p in peers])
     info = venv_versions([p for p in peers if p not in RUBY_PEERS])
     if any(p in RUBY_PEERS for p in peers):
         info.update(ruby_versions())
@@ -130,29 +141,15 @@ def parse_args() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
         help="comma list (default: %(default)s; the Ruby peers are skipped with a line saying "
         f"why when Debian's packages are missing: {RUBY_HINT})",
     )
-    ap.add_argument("--workers", type=int, default=4, help="pool size for most figures (default 4)")
-    ap.add_argument("--big", type=int, default=64, help="large pool size (default 64)")
-    ap.add_argument("--huge", type=int, default=256, help="start/stop only; 0: skip (256)")
-    ap.add_argument("--huge-starts", type=int, default=3, help="start/stop trials at --huge (3)")
-    ap.add_argument("--kills", type=int, default=20, help="respawn samples (default 20)")
-    ap.add_argument("--min-life", type=float, default=1.5, help="s a worker lives before its kill")
-    ap.add_argument("--orphans", type=int, default=10, help="orphan trials (default 10)")
-    ap.add_argument("--orphan-cap", type=float, default=20.0, help="s to wait for orphans (20)")
-    ap.add_argument("--starts", type=int, default=5, help="start/stop trials per size (5)")
-    ap.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (10)")
-    ap.add_argument("--settle", type=float, default=1.0, help="s idle before stop/idle figures (1)")
+    for flag, kind, default, text in NUMBERS:
+        ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--quick", action="store_true", help="few samples, short windows: a smoke run")
     ap.add_argument("--only", default="", help="comma list of figures: respawn,orphans,start,idle")
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"), help="report path")
     ap.add_argument("--no-write", action="store_true", help="print only, don't write the report")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
-    ap.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="S",
-        help="wait up to S s (before each figure: up to 60 s) for the machine to be "
-        "< 15%% CPU busy",
+    add_wait_quiet(
+        ap, "wait up to S s (before each figure: up to 60 s) for the machine to be < 15%% CPU busy"
     )
     ap.add_argument(
         "--gunicorn-args",
@@ -190,7 +187,7 @@ def choose_peers(args: argparse.Namespace, default: str) -> tuple[list[str], str
     return peers, skipped
 
 
-def attempt(b: Bench, what: str, fn: Callable[..., object], *a: object) -> object:
+def attempt(b: Bench, what: str, fn: Callable[..., T], *a: object) -> T | None:
     """Run one figure; with --wait-quiet, redo it (twice at most) if the
     machine was busy with something else meanwhile."""
     wait_limit = b.args.wait_quiet
@@ -234,7 +231,7 @@ def run_figures(b: Bench, order: list[Peer], svc_nopds: Svcengine, only: set[str
             if "start" in only:
                 attempt(b, f"start/stop {p.label} x{n}", figures.start_stop, p, n, trials)
     if "orphans" in only:
-        res = {}
+        res: dict[str, list[float] | None] = {}
         svc = [p for p in order if isinstance(p, Svcengine)]
         rest = [p for p in order if not isinstance(p, Svcengine)]
         for p in ([*svc, svc_nopds] if svc else []) + rest:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common import EXAMPLES, clean_env, log
 from peers import Gunicorn, Peer, Svcengine, Unicorn
@@ -99,7 +99,7 @@ def start_load(b: More, port: int) -> tuple[Load, float]:
     return load, time.monotonic() - load.t0
 
 
-def upgrade_svcengine(b: More, run: int) -> dict:
+def upgrade_svcengine(b: More, run: int) -> dict[str, Any]:
     """`svcengine --daemonize --pid P`, then `svcengine ctl --pid P upgrade` under load."""
     svc = Svcengine()
     d = b.newdir("svc-upgrade")
@@ -148,7 +148,7 @@ def upgrade_svcengine(b: More, run: int) -> dict:
     return result(b, load, u)
 
 
-def upgrade_by_signal(b: More, run: int, peer: Peer) -> dict:
+def upgrade_by_signal(b: More, run: int, peer: Peer) -> dict[str, Any]:
     """USR2 to the master; wait for the new master's pid (its pidfile) and its 4 workers'
     markers; then the peer's graceful stop (TERM; Unicorn: QUIT) to the old master."""
     d = b.newdir(f"{peer.tag}-upgrade")
@@ -186,7 +186,9 @@ def upgrade_by_signal(b: More, run: int, peer: Peer) -> dict:
         cur = u.new if u.new and not gone(u.new) else u.old
         b.t.end_tree(cur, extra=old_tree + ([u.old] if cur != u.old else []))
         inbox.close()
-    u.info = peer.upgrade_info(u.old, u.new, u.t_done - u.t_up, oldbin, promoted)
+    u.info = peer.upgrade_info.format(
+        old=u.old, new=u.new, ready_s=u.t_done - u.t_up, oldbin=oldbin, promoted=promoted
+    )
     return result(b, load, u)
 
 
@@ -198,7 +200,7 @@ def retired(b: More, u: Upgrade, load: Load, old_tree: list[int]) -> None:
     load.join()
 
 
-def result(b: More, load: Load, u: Upgrade) -> dict:
+def result(b: More, load: Load, u: Upgrade) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     for _, what in load.failures:
         kinds[what] = kinds.get(what, 0) + 1
@@ -233,13 +235,13 @@ def result(b: More, load: Load, u: Upgrade) -> dict:
 
 def upgrades(b: More) -> None:
     """The figure: each peer in turn, ``--runs`` times."""
-    peers: list[tuple[str, Callable[[More, int], dict]]] = [
+    peers: list[tuple[str, Callable[[More, int], dict[str, Any]]]] = [
         ("svcengine", upgrade_svcengine),
         ("gunicorn", partial(upgrade_by_signal, peer=Gunicorn())),
     ]
     if b.ruby_ok:
         peers.append(("unicorn", partial(upgrade_by_signal, peer=Unicorn())))
-    res: dict[str, list[dict]] = {peer: [] for peer, _ in peers}
+    res: dict[str, list[dict[str, Any]]] = {peer: [] for peer, _ in peers}
     for run in range(1, b.args.runs + 1):
         for peer, fn in peers:
             try:
