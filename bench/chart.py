@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -29,7 +30,11 @@ COLORS = {
 }
 
 
-def parse(v) -> tuple[float | None, str]:
+# [(label, {series: (value, mark)})]
+Groups = list[tuple[str, dict[str, tuple[float | None, str]]]]
+
+
+def parse(v: object) -> tuple[float | None, str]:
     """run.py keeps formatted strings: '143', '>14750' (capped), 'n/a', '—'."""
     if v is None:
         return None, ""
@@ -79,14 +84,14 @@ def fmt(v: float | None, mark: str = "") -> str:
 
 
 def bars(
-    ax,
-    groups: list[tuple[str, dict[str, tuple[float | None, str]]]],
+    ax: Any,
+    groups: Groups,
     *,
     log: bool,
     title: str,
     ylabel: str,
-    series=PEERS,
-    colors=None,
+    series: tuple[str, ...] = PEERS,
+    colors: dict[str, str] | None = None,
 ) -> None:
     """groups: [(label, {series: (value, mark)})]. Zeros and n/a are annotated."""
     import numpy as np
@@ -162,13 +167,13 @@ def main() -> int:
         vals = rows.get(key, {}).get("values", {})
         return {p: parse(vals.get(p)) for p in (*PEERS, *RUBY) if p in vals or p in PEERS}
 
-    def peers_in(groups) -> tuple[str, ...]:
+    def peers_in(groups: Groups) -> tuple[str, ...]:
         return (*PEERS, *(p for p in RUBY if any(p in d for _, d in groups)))
 
-    def present(groups):
+    def present(groups: Groups) -> Groups:
         return [g for g in groups if any(v is not None for v, _ in g[1].values())]
 
-    def panel(ax, groups, *, log: bool, title: str, ylabel: str) -> None:
+    def panel(ax: Any, groups: Groups, *, log: bool, title: str, ylabel: str) -> None:
         """Bars of the groups that have a value, one series per peer in them."""
         groups = present(groups)
         bars(ax, groups, series=peers_in(groups), log=log, title=title, ylabel=ylabel)

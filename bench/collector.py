@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import procconn
@@ -161,6 +162,23 @@ class Collector:
                         out.append(p)
                         todo.append(p.pid)
             return out
+
+    def forked(self, pid: int) -> bool:
+        """Its fork event has come."""
+        with self.cond:
+            return pid in self.procs
+
+    def exit_of(self, pid: int) -> tuple[int, int | None]:
+        """(time, status) of a process's exit as the kernel reported it; the status is None
+        until its leader's exit event has come."""
+        with self.cond:
+            p = self.procs.get(pid)
+            if p is None or p.exit_ns is None:
+                raise RuntimeError(f"no exit event from the kernel for pid {pid}")
+            return p.exit_ns, p.exit_code
+
+    def all_gone(self, pids: list[int]) -> bool:
+        return not any(self.alive(p) for p in pids)
 
     def alive(self, pid: int) -> bool:
         """Per the kernel's exit events (a zombie counts as gone)."""
@@ -321,7 +339,7 @@ class Instance:
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            col.wait_for(lambda left=left: not any(col.alive(x) for x in left), 5.0)
+            col.wait_for(partial(col.all_gone, left), 5.0)
             if not left:
                 break
         self.reap_orphans()

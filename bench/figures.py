@@ -11,7 +11,10 @@ import os
 import signal
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import procconn
 from collector import Collector, Instance
@@ -53,7 +56,7 @@ class Bench:
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.figures: dict[str, Figure] = {}
-        self.samples: dict[str, dict[str, list]] = {}
+        self.samples: dict[str, dict[str, list[Any]]] = {}
         self.phase_load: dict[str, tuple[float, float]] = {}  # CPU busy %: all, ours
 
     def note(self, msg: str) -> None:
@@ -74,8 +77,8 @@ class Bench:
         peer: str,
         value: float | None,
         *,
-        capped=False,
-        fmt=None,
+        capped: bool = False,
+        fmt: Callable[[float], str] | None = None,
     ) -> None:
         f = self.fig(key, title, unit)
         f.raw[peer] = value
@@ -87,7 +90,7 @@ class Bench:
         else:
             f.values[peer] = (fmt or fmt_num)(value)
 
-    def keep(self, figure: str, peer: str, samples: list) -> None:
+    def keep(self, figure: str, peer: str, samples: list[Any]) -> None:
         self.samples.setdefault(figure, {})[peer] = samples
 
     def start(
@@ -108,7 +111,7 @@ def respawn(b: Bench, peer: Peer) -> None:
     inst, ready = b.start(peer, a.workers)
     try:
         alive = {pid: m.t_ns for pid, m in ready.items()}
-        samples = []
+        samples: list[dict[str, Any]] = []
         for _ in range(a.kills):
             victim = min(alive, key=alive.__getitem__)  # round robin: oldest first
             wait = alive[victim] + a.min_life * 1e9 - time.monotonic_ns()
@@ -118,7 +121,7 @@ def respawn(b: Bench, peer: Peer) -> None:
             t_kill = time.monotonic_ns()
             os.kill(victim, signal.SIGKILL)
 
-            def new_marker(known=known) -> Marker | None:
+            def new_marker(known: set[int] = known) -> Marker | None:
                 for m in inst.marker_box.markers:
                     if m.kind == "ready" and m.pid not in known:
                         return m
@@ -128,8 +131,8 @@ def respawn(b: Bench, peer: Peer) -> None:
             m = new_marker()
             if m is None:
                 raise RuntimeError(f"{peer.label}: no replacement within 30 s; {inst.tail()}")
-            b.col.wait_for(lambda m=m: m.pid in b.col.procs, 2.0)
-            b.col.wait_for(lambda v=victim: not b.col.alive(v), 2.0)
+            b.col.wait_for(partial(b.col.forked, m.pid), 2.0)
+            b.col.wait_for(partial(b.col.all_gone, [victim]), 2.0)
             p, dead = b.col.proc(m.pid), b.col.proc(victim)
             samples.append(
                 {
@@ -177,7 +180,7 @@ def orphans(b: Bench, peer: Peer) -> list[float]:
     a = b.args
     n = a.orphans
     groups = [list(range(n))] if peer.orphans_concurrent else [[i] for i in range(n)]
-    results = []
+    results: list[dict[str, Any]] = []
     for group in groups:
         insts: list[tuple[Instance, list[int]]] = []
         try:
@@ -197,25 +200,24 @@ def orphans(b: Bench, peer: Peer) -> list[float]:
             deadline = max(kills) + a.orphan_cap * 1e9
             all_workers = [w for _, ws in insts for w in ws]
             b.col.wait_for(
-                lambda ws=all_workers: not any(b.col.alive(w) for w in ws),
+                partial(b.col.all_gone, all_workers),
                 max(0.0, (deadline - time.monotonic_ns()) / 1e9),
             )
             b.col.sync()
             for (inst, workers), t_kill in zip(insts, kills, strict=True):
                 left = [w for w in workers if b.col.alive(w)]
-                master = b.col.proc(inst.pid)
-                r = {
+                master_exit_ns, _ = b.col.exit_of(inst.pid)
+                r: dict[str, Any] = {
                     "ms": None,
                     "left": len(left),
-                    "master_exit_ms": (master.exit_ns - t_kill) / MS,
+                    "master_exit_ms": (master_exit_ns - t_kill) / MS,
                     "workers": [],
                 }
                 for w in workers:
-                    p = b.col.proc(w)
-                    if p.leader_exited:
-                        r["workers"].append(
-                            ((p.exit_ns - t_kill) / MS, procconn.describe_status(p.exit_code))
-                        )
+                    if not b.col.alive(w):
+                        t_exit, status = b.col.exit_of(w)
+                        why = procconn.describe_status(status) if status is not None else "?"
+                        r["workers"].append(((t_exit - t_kill) / MS, why))
                 if not left:
                     r["ms"] = max(ms for ms, _ in r["workers"])
                 results.append(r)
@@ -292,7 +294,7 @@ def start_stop(b: Bench, peer: Peer, n: int, trials: int) -> None:
             stops.append((t_end - t_term) / MS)
             b.col.sync()
             outlived = [w for w in workers if b.col.alive(w)]
-            gone = [b.col.proc(w).exit_ns for w in workers if not b.col.alive(w)]
+            gone = [b.col.exit_of(w)[0] for w in workers if not b.col.alive(w)]
             wstops.append((max(gone) - t_term) / MS if gone and not outlived else None)
             if outlived:
                 b.note(

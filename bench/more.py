@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import common
 from common import (
@@ -63,8 +65,8 @@ class More:
         self.outdir = BENCH / "out" / f"more-{self.stamp}"
         self.outdir.mkdir(parents=True, exist_ok=True)
         self.seq = 0
-        self.rows: dict[str, dict] = {}  # key -> title, unit, values{peer: float|None}
-        self.samples: dict[str, dict] = {}
+        self.rows: dict[str, dict[str, Any]] = {}  # key -> title, unit, values{peer: float|None}
+        self.samples: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.pss_table: list[str] = []
@@ -80,7 +82,9 @@ class More:
         self.errors.append(msg)
         log("ERROR " + msg)
 
-    def put(self, key: str, title: str, unit: str, peer: str, value: float | None, **kw) -> None:
+    def put(
+        self, key: str, title: str, unit: str, peer: str, value: float | None, **kw: Any
+    ) -> None:
         row = self.rows.setdefault(key, {"title": title, "unit": unit, "values": {}, **kw})
         row["values"][peer] = value
 
@@ -153,7 +157,7 @@ def main() -> int:
     args = parse_args()
     only = set(filter(None, args.only.split(","))) or set(SCENARIOS)
 
-    def on_term(_sig, _frame):
+    def on_term(_sig: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
@@ -198,7 +202,13 @@ def main() -> int:
 
 
 def write(
-    b: More, env: dict[str, str], load: dict, took: float, ruby_msg: str, cleanup: str, rc: int
+    b: More,
+    env: dict[str, str],
+    load: dict[str, Any],
+    took: float,
+    ruby_msg: str,
+    cleanup: str,
+    rc: int,
 ) -> int:
     """Print the tables, write bench/out/more-STAMP.json and (unless --no-write or
     interrupted) the report and its JSON."""

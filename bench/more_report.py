@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common import fmt_num, md_table, ratio
 
@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 PEER_ORDER = ("svcengine", "gunicorn", "serverengine", "unicorn")
 
 
-def table(rows: dict[str, dict]) -> list[str]:
+def table(rows: dict[str, dict[str, Any]]) -> list[str]:
     extra = [p for p in PEER_ORDER[2:] if any(p in r["values"] for r in rows.values())]
     peers = ["svcengine", "gunicorn", *extra]
     head = ["figure", "unit", *peers, *(f"svcengine/{p}" for p in peers[1:])]
-    out = []
+    out: list[list[str]] = []
     for row in rows.values():
         v = row["values"]
         cells = [row["title"], row["unit"]]
@@ -35,7 +35,7 @@ def table(rows: dict[str, dict]) -> list[str]:
     return md_table(head, out)
 
 
-def report(res: dict, lines: list[str], b: More, args: argparse.Namespace) -> str:
+def report(res: dict[str, Any], lines: list[str], b: More, args: argparse.Namespace) -> str:
     m, v = res["machine"], res["versions"]
     raw = Path(args.output).with_suffix(".json").name
     doc = [

@@ -21,7 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 import figures
@@ -250,9 +252,9 @@ def main() -> int:
     # Children inherit ignored dispositions across exec: undo any the shell gave us.
     # Orphaned workers come to us, so we can reap them and check they're gone.
     prepare_process()
-    stop_req = []
+    stop_req: list[int] = []
 
-    def on_term(sig, _frame):
+    def on_term(sig: int, _frame: FrameType | None) -> None:
         stop_req.append(sig)
         raise KeyboardInterrupt
 
@@ -342,7 +344,7 @@ def cleanup(b: Bench) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if left:
-        col.wait_for(lambda: not any(col.alive(x) for x in left), 5.0)
+        col.wait_for(partial(col.all_gone, left), 5.0)
     popen_pids = {i.pid for i in b.instances}
     reap([p.pid for p in started if p.pid not in popen_pids])
     still = [x for x in left if col.alive(x)]
