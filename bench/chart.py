@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -29,7 +30,11 @@ COLORS = {
 }
 
 
-def parse(v) -> tuple[float | None, str]:
+# [(label, {series: (value, mark)})]
+Groups = list[tuple[str, dict[str, tuple[float | None, str]]]]
+
+
+def parse(v: object) -> tuple[float | None, str]:
     """run.py keeps formatted strings: '143', '>14750' (capped), 'n/a', '—'."""
     if v is None:
         return None, ""
@@ -79,14 +84,14 @@ def fmt(v: float | None, mark: str = "") -> str:
 
 
 def bars(
-    ax,
-    groups: list[tuple[str, dict[str, tuple[float | None, str]]]],
+    ax: Any,
+    groups: Groups,
     *,
     log: bool,
     title: str,
     ylabel: str,
-    series=PEERS,
-    colors=None,
+    series: tuple[str, ...] = PEERS,
+    colors: dict[str, str] | None = None,
 ) -> None:
     """groups: [(label, {series: (value, mark)})]. Zeros and n/a are annotated."""
     import numpy as np
@@ -162,11 +167,16 @@ def main() -> int:
         vals = rows.get(key, {}).get("values", {})
         return {p: parse(vals.get(p)) for p in (*PEERS, *RUBY) if p in vals or p in PEERS}
 
-    def peers_in(groups) -> tuple[str, ...]:
+    def peers_in(groups: Groups) -> tuple[str, ...]:
         return (*PEERS, *(p for p in RUBY if any(p in d for _, d in groups)))
 
-    def present(groups):
+    def present(groups: Groups) -> Groups:
         return [g for g in groups if any(v is not None for v, _ in g[1].values())]
+
+    def panel(ax: Any, groups: Groups, *, log: bool, title: str, ylabel: str) -> None:
+        """Bars of the groups that have a value, one series per peer in them."""
+        groups = present(groups)
+        bars(ax, groups, series=peers_in(groups), log=log, title=title, ylabel=ylabel)
 
     fig = plt.figure(figsize=(17, 15))
     gs = fig.add_gridspec(3, 3)
@@ -182,47 +192,38 @@ def main() -> int:
         tails = (k.removeprefix(prefix) for k in figs if k.startswith(prefix))
         return sorted(int(t) for t in tails if t.isdigit())
 
-    start_groups = present(
-        [
-            ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
-            ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
-            *((f"start,\n{n} workers", r(f"start_{n}")) for n in sizes("start_")),
-        ]
-    )
-    bars(
-        axes[0][0],
-        start_groups,
-        series=peers_in(start_groups),
-        log=True,
-        title="Respawn and start: time until workers run app code\n"
-        "(ms, log scale; lower is better)",
-        ylabel="ms (log)",
-    )
-    stop_groups = present(
-        [
-            *((f"graceful stop,\n{n} workers", r(f"wstop_{n}")) for n in sizes("wstop_")),
-            ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
-        ]
-    )
-    bars(
-        axes[0][1],
-        stop_groups,
-        series=peers_in(stop_groups),
-        log=True,
-        title="Stop: graceful stop signal / SIGKILL to master → last worker gone\n"
-        "(ms, log scale; lower is better)",
-        ylabel="ms (log)",
-    )
-    idle = present(
+    for ax, groups, title in (  # ms on a log scale, lower is better
+        (
+            axes[0][0],
+            [
+                ("respawn →\napp code\nmedian", r("respawn_ready_ms_median")),
+                ("respawn →\napp code\np95", r("respawn_ready_ms_p95")),
+                *((f"start,\n{n} workers", r(f"start_{n}")) for n in sizes("start_")),
+            ],
+            "Respawn and start: time until workers run app code",
+        ),
+        (
+            axes[0][1],
+            [
+                *((f"graceful stop,\n{n} workers", r(f"wstop_{n}")) for n in sizes("wstop_")),
+                ("orphans: SIGKILL\nmaster → last\nworker gone\n(median)", r("orphan_median")),
+            ],
+            "Stop: graceful stop signal / SIGKILL to master → last worker gone",
+        ),
+    ):
+        panel(
+            ax,
+            groups,
+            log=True,
+            title=f"{title}\n(ms, log scale; lower is better)",
+            ylabel="ms (log)",
+        )
+    panel(
+        axes[0][2],
         [
             *((f"CPU ms per 10 s,\n{n} workers", r(f"idle_cpu_{n}")) for n in sizes("idle_cpu_")),
             *((f"wakeups/s,\n{n} workers", r(f"idle_wake_{n}")) for n in sizes("idle_wake_")),
-        ]
-    )
-    bars(
-        axes[0][2],
-        idle,
-        series=peers_in(idle),
+        ],
         log=False,
         title="Idle master: CPU (ms per 10 s) and wakeups per second\n(lower is better)",
         ylabel="ms per 10 s / wakeups per s",
@@ -248,7 +249,8 @@ def main() -> int:
         ylabel="failed requests",
         series=up_peers,
     )
-    mem_groups = present(
+    panel(
+        axes[1][1],
         [
             ("master RSS", m("mem_master_rss")),
             ("master PSS", m("mem_master_pss")),
@@ -256,12 +258,7 @@ def main() -> int:
             ("PSS per worker,\nsvcengine with\npreload = true", m("mem_worker_pss_preload")),
             ("total PSS\n(master +\n4 workers)", m("mem_total_pss")),
             ("total PSS,\nsvcengine with\npreload = true", m("mem_total_pss_preload")),
-        ]
-    )
-    bars(
-        axes[1][1],
-        mem_groups,
-        series=peers_in(mem_groups),
+        ],
         log=False,
         title="Memory, 4 idle hello-world HTTP workers\n"
         "(MiB, /proc/PID/smaps_rollup; lower is better)",

@@ -1,19 +1,120 @@
-"""What bench/run.py and bench/more.py share: the machine, the Ruby peers' commands.
+"""What bench/run.py and bench/more.py share: paths, the log line, the machine, the venv's
+versions, the process set-up and the Markdown table cells.
 
 Standard library only, like the rest of bench/.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import ctypes
 import os
 import platform
-import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-APPS = Path(__file__).resolve().parent / "apps"
-RUBY_HINT = "apt-get install ruby-serverengine unicorn"
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+APPS = BENCH / "apps"
+EXAMPLES = REPO / "examples"
+VENV = REPO / ".venv"
+VPY = VENV / "bin" / "python"
+MS = 1e6  # ns per ms
+PR_SET_CHILD_SUBREAPER = 36
+LOG_NAME = "bench"  # the log prefix: more.py sets "more"
+
+
+def log(msg: str) -> None:
+    print(f"[{LOG_NAME} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def add_wait_quiet(ap: argparse.ArgumentParser, text: str) -> None:
+    """--wait-quiet S: how long the bench may wait for others' load to pass (procs.wait_quiet)."""
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S", help=text)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Our environment without what would make a peer think it is socket-activated, supervised
+    or configured from outside, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_", "GUNICORN_", "UNICORN_"))
+    }
+    env.update(extra)
+    return env
+
+
+def prepare_process(*also_default: signal.Signals) -> None:
+    """Reset the ignored dispositions a shell gave us (children inherit them across exec) and
+    become a child subreaper, so orphaned workers and daemonized masters stay ours to reap."""
+    for s in (
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        *also_default,
+    ):
+        if signal.getsignal(s) == signal.SIG_IGN:
+            signal.signal(s, signal.SIG_DFL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def ensure_venv(install: bool, commands: list[str]) -> None:
+    """The project venv with each of ``commands`` (svcengine, editable; gunicorn from PyPI)."""
+    if not VPY.exists():
+        if not install:
+            raise SystemExit(f"{VENV} missing: run ./dev test (or drop --no-install)")
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    for cmd in commands:
+        if (VENV / "bin" / cmd).exists():
+            continue
+        if not install:
+            raise SystemExit(f"{cmd} missing from .venv (drop --no-install)")
+        log(f"installing {cmd} into .venv")
+        what = ["-e", str(REPO)] if cmd == "svcengine" else [cmd]
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", *what], check=True)
+
+
+def venv_versions(packages: list[str]) -> dict[str, str]:
+    """The venv's Python and each package's version ("?" when it is not installed)."""
+    info = {}
+    r = subprocess.run(
+        [str(VPY), "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+    )
+    info["python"] = r.stdout.strip()
+    for pkg in packages:
+        r = subprocess.run(
+            [str(VPY), "-c", f"import importlib.metadata as m; print(m.version({pkg!r}))"],
+            capture_output=True,
+            text=True,
+        )
+        info[pkg] = r.stdout.strip() or "?"
+    return info
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+
+def svcengine_commit(rev: str = "") -> subprocess.CompletedProcess[str]:
+    """``%h %cd`` of the last commit to svcengine/ (up to ``rev``)."""
+    return git("log", "-1", "--format=%h %cd", "--date=short", rev or "HEAD", "--", "svcengine")
+
+
+def svcengine_dirty() -> bool:
+    return bool(git("status", "--porcelain", "--", "svcengine").stdout.strip())
 
 
 def machine() -> dict[str, str]:
@@ -43,56 +144,42 @@ def byte_compile(python: Path, *dirs: Path) -> None:
     subprocess.run([str(python), "-m", "compileall", "-q", *map(str, dirs)], check=True)
 
 
-def ruby_missing() -> str:
-    """Why the Ruby peers (Debian's ruby-serverengine, unicorn) can't run; "" when they can."""
-    ruby = shutil.which("ruby")
-    if not ruby:
-        return "no `ruby` command"
-    r = subprocess.run(
-        [ruby, "-e", 'require "serverengine"'],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=30,
-    )
-    if r.returncode:
-        return "`ruby -e 'require \"serverengine\"'` fails"
-    if not shutil.which("unicorn"):
-        return "no `unicorn` command"
-    return ""
+# ---------------------------------------------------------------------------
+# Markdown table cells
 
 
-def ruby_versions() -> dict[str, str]:
-    r = subprocess.run(
-        [
-            shutil.which("ruby") or "ruby",
-            "-e",
-            'require "serverengine"; require "unicorn"; '
-            'print RUBY_VERSION, " ", ServerEngine::VERSION, " ", Unicorn::Const::UNICORN_VERSION',
-        ],
-        capture_output=True,
-        text=True,
-    )
-    parts = r.stdout.split()
-    if len(parts) != 3:
-        return {}
-    return {"ruby": parts[0], "serverengine": parts[1], "unicorn": parts[2]}
+def fmt_num(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if v == 0:
+        return "0"
+    if isinstance(v, int):  # counts
+        return f"{int(v)}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
 
 
-def serverengine_argv() -> list[str]:
-    """bench/apps/serverengine_hello.rb; SVCBENCH_PORT or SVCBENCH_UNIX picks the socket."""
-    return [shutil.which("ruby") or "ruby", str(APPS / "serverengine_hello.rb")]
+def ratio(x: float | None, y: float | None, x_capped: bool = False, y_capped: bool = False) -> str:
+    """x / y for the table; a side that hit its cap makes the ratio a bound (< or >)."""
+    if x is None or y is None:
+        return "n/a"
+    if x_capped and y_capped:
+        return "n/a"
+    if y == 0:
+        return "= (both 0)" if x == 0 else "∞"
+    r = x / y
+    s = f"{r:.3g}" if r < 1000 else f"{r:.0f}"
+    if y_capped and not x_capped:
+        return f"<{s}"
+    if x_capped and not y_capped:
+        return f">{s}"
+    return s
 
 
-def unicorn_argv(listen: str) -> list[str]:
-    """Unicorn on ``listen`` (host:port, or a path for a unix socket); SVCBENCH_WORKERS sets
-    the pool size."""
-    return [
-        shutil.which("unicorn") or "unicorn",
-        "-E",
-        "none",  # no development middleware (request logging, lint)
-        "-c",
-        str(APPS / "unicorn_conf.rb"),
-        "-l",
-        listen,
-        str(APPS / "hello.ru"),
-    ]
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows]]
