@@ -76,6 +76,7 @@ class Config:
     preload: bool = False
     subreaper: bool = False
     upgrade_timeout: float = 60.0
+    start_timeout: float = 90.0  # --daemonize: the launcher gives up (and stops it) after this
     upgrade_command: list[str] | None = None
 
     # where this config came from; not a key
@@ -103,6 +104,7 @@ class Config:
             "worker_restart_backoff_min",
             "worker_restart_backoff_max",
             "upgrade_timeout",
+            "start_timeout",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError("must be >= 0", key, src)
