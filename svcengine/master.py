@@ -599,7 +599,7 @@ class Master:
             return False
         if self._pending_reload is None:
             log.info("reload already in progress; one more follows when it completes")
-        if self._pending_reload is not self.reload:  # a config re-read covers a restart
+        if self._pending_reload != self.reload:  # a config re-read covers a restart
             self._pending_reload = again
         return True
 
