@@ -74,6 +74,7 @@ def launch(
     if pid == 0:
         os.close(rfd)
         code = 1
+        readiness = Readiness(wfd)  # one object: once it has reported, it reports no more
         try:
             context = python_daemon.DaemonContext(
                 detach_process=True,  # its auto-detection is wrong under systemd and as PID 1
@@ -84,10 +85,10 @@ def launch(
                 prevent_core=False,
             )
             context.open()
-            code = run_daemon(Readiness(wfd))
+            code = run_daemon(readiness)
         except BaseException as exc:  # noqa: BLE001 - report anything to the launcher
             traceback.print_exc()  # stderr is the log file by now: a daemon never dies silently
-            Readiness(wfd).failed(1, f"{type(exc).__name__}: {exc}")
+            readiness.failed(1, f"{type(exc).__name__}: {exc}")
         finally:
             os._exit(code)
     os.close(wfd)
