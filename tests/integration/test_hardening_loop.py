@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import HERE, Service, children_of, wait_for, wait_gone
+from harness import HERE, Service, alive, children_of, wait_for, wait_gone
 
 from svcengine import control
 
@@ -344,15 +344,32 @@ def test_refused_reload_still_answers_reloading_then_ready(service):
 def _signal_during_preload(tmp: Path, pid_of) -> int:
     """Wait until the preload import is running, signal the master, then let it go on."""
     os.mkfifo(tmp / "go")
-    wait_for(lambda: (tmp / "importing").exists(), 20, "the preload import")
-    pid = pid_of()
-    for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN):
-        os.kill(pid, sig)
-    # O_RDWR never blocks (even if the master is gone); the reader's open() returns once a
-    # writer has come, and its read() sees EOF once we close
+    # O_RDWR never blocks (even if the master is gone) and holds the FIFO open, so the
+    # import's open() returns whenever it comes; the byte then ends its read()
     fd = os.open(tmp / "go", os.O_RDWR)
-    os.close(fd)
+    try:
+        wait_for(lambda: (tmp / "importing").exists(), 20, "the preload import")
+        pid = pid_of()
+        for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN):
+            os.kill(pid, sig)
+        os.write(fd, b"g")
+        # the byte is read before the FIFO is closed: closing now could drop it unread
+        wait_for(
+            lambda: not _fifo_unread(fd) or not alive(pid), 20, "the import to read the go byte"
+        )
+    finally:
+        os.close(fd)
     return pid
+
+
+def _fifo_unread(fd: int) -> int:
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
 
 
 def test_signals_during_preload_do_not_kill_the_master(service, tmp_path):
