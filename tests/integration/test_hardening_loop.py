@@ -315,6 +315,9 @@ def test_reload_into_a_worker_that_cannot_boot_is_abandoned(service, worker, why
     # the old workers are still the pool: one that exits is replaced (by the old config)
     svc.command(0, "exit 3")
     svc.wait_log(r"worker 0 \(pid \d+\) exited with status 3")
+    wait_for(  # respawned from the previous config (the new worker never gets this far)
+        lambda: svc.log_text().count("worker 0 listening for commands") == 2, 10, "respawn"
+    )
     svc.wait_workers(2)
     _stop(svc)
 
@@ -421,14 +424,17 @@ def test_check_is_unhealthy_with_a_lone_worker_in_backoff(service, tmp_path):
         workers=1,
         config=_ctl_config(
             tmp_path,
+            # every exit counts as a fast failure, however slow the machine is
+            "worker_min_uptime = 600\n"
             "worker_restart_backoff_min = 60\nworker_restart_backoff_max = 600\n",
         ),
     )
     svc.wait_ready()
     svc.command(0, "exit 3")  # first failure: restarted at once
     svc.wait_log(r"worker 0 \(pid \d+\) exited with status 3")
-    svc.mark()
-    svc.wait_log("worker 0 listening for commands")
+    wait_for(
+        lambda: svc.log_text().count("worker 0 listening for commands") == 2, 10, "the restart"
+    )
     svc.command(0, "exit 3")  # second fast failure: 60 s of backoff
     svc.wait_log("worker 0 is crashing in a loop; next start in")
     r = _ctl(svc.tmp, "status", "--check")
@@ -447,9 +453,9 @@ def test_a_daemonized_master_that_dies_logs_why(daemon):
     d = daemon("apps:Idle", extra='hooks = "hooks_loop"\n')
     launcher = d.start(env={"SVC_TEST_FAULT": "always"})
     assert launcher.wait(30) == 0, d.launcher_output()
-    pid = d.pid
-    workers = children_of(pid)
-    assert not wait_gone({pid} | workers, 20)
+    # from the log, not the pidfile: the master may be gone (and its pidfile too) already
+    pid = int(d.wait_log(r"master started \(pid (\d+)\)").group(1))
+    assert not wait_gone({pid} | children_of(pid), 20)
     log = d.log()
     assert "Traceback (most recent call last)" in log, log[-3000:]
     assert "RuntimeError: injected fault in an fd callback" in log
