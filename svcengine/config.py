@@ -142,6 +142,7 @@ class Config:
     preload: bool = False
     subreaper: bool = False
     upgrade_timeout: float = 60.0
+    start_timeout: float = 90.0  # --daemonize: the launcher gives up (and stops it) after this
     upgrade_command: list[str] | None = None
 
     # where this config came from; not a key
@@ -215,6 +216,7 @@ class Config:
             "worker_restart_backoff_min",
             "worker_restart_backoff_max",
             "upgrade_timeout",
+            "start_timeout",
             "worker_heartbeat_interval",
             "worker_heartbeat_timeout",
         ):

@@ -12,6 +12,7 @@ dropped after a few seconds).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -29,6 +30,11 @@ log = logging.getLogger("svcengine.control")
 
 MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request
+MAX_CLIENTS = 16  # clients held at once; more wait in the listen backlog
+ACCEPT_PAUSE = 1.0  # seconds without accept() after it ran out of descriptors or memory
+# accept() failures that say "not now" (the process or the system is out of something),
+# not "this socket is broken": pause accepting instead of spinning or dying
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class UnsafeDirectory(PermissionError):
@@ -174,6 +180,11 @@ class ControlServer:
         self.inode = os.stat(path).st_ino
         self.sock.setblocking(False)
         self.buffers: dict[socket.socket, bytearray] = {}
+        self._selector: selectors.BaseSelector | None = None
+        self._timers: Timers | None = None
+        self._accepting = False
+        self._paused_until = 0.0  # after an out-of-resources accept(), the loop's clock
+        self._short_of: str | None = None  # what accept() last ran out of, until it works again
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -182,35 +193,82 @@ class ControlServer:
         os.chown(self.path, uid, gid)
 
     def attach(self, selector: selectors.BaseSelector, timers: Timers) -> None:
-        """Serve from the master's loop: accept, read, answer; drop slow clients."""
+        """Serve from the master's loop: accept, read, answer; drop slow clients.
 
-        def on_accept(_fd: int) -> None:
-            conn = self.accept()
-            if conn is None:
-                return
+        At most MAX_CLIENTS are held; while that many are, or after accept() ran out of
+        descriptors or memory, the listening socket is left out of the selector (its
+        backlog keeps the rest waiting) instead of waking the loop for nothing."""
+        self._selector = selector
+        self._timers = timers
+        self._resume()
 
-            def on_readable(_fd: int) -> None:
-                if not self.readable(conn):
-                    selector.unregister(conn)
-                    self.drop(conn)
-                    timer.cancel()
+    def _on_accept(self, _fd: int) -> None:
+        conn = self.accept()
+        if conn is None:
+            return
+        assert self._selector is not None and self._timers is not None
+        selector = self._selector
 
-            def too_slow() -> None:
-                if conn in self.buffers:
-                    selector.unregister(conn)
-                    self.drop(conn)
+        def finished() -> None:
+            if conn in self.buffers:
+                selector.unregister(conn)
+                self.drop(conn)
+            timer.cancel()
 
-            selector.register(conn, selectors.EVENT_READ, on_readable)
-            timer = timers.after(CLIENT_TIMEOUT, too_slow)
+        def on_readable(_fd: int) -> None:
+            if not self.readable(conn):
+                finished()
 
-        selector.register(self.fileno(), selectors.EVENT_READ, on_accept)
+        selector.register(conn, selectors.EVENT_READ, on_readable)
+        timer = self._timers.after(CLIENT_TIMEOUT, finished)
+        if len(self.buffers) >= MAX_CLIENTS:
+            self._pause(None)
+
+    def _pause(self, seconds: float | None) -> None:
+        """Stop accepting: until a client is dropped (None), or for `seconds`."""
+        if self._accepting and self._selector is not None:
+            self._selector.unregister(self.sock)
+            self._accepting = False
+        if seconds is not None and self._timers is not None:
+            self._paused_until = self._timers.clock() + seconds
+            self._timers.after(seconds, self._resume)
+
+    def _resume(self) -> None:
+        if self._accepting or self._selector is None or self.sock.fileno() < 0:
+            return
+        if len(self.buffers) >= MAX_CLIENTS:
+            return
+        if self._timers is not None and self._timers.clock() < self._paused_until:
+            return
+        self._selector.register(self.sock, selectors.EVENT_READ, self._on_accept)
+        self._accepting = True
 
     def accept(self) -> socket.socket | None:
         try:
             conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return None
-        uid = peer_uid(conn)
+        except OSError as exc:
+            if exc.errno not in OUT_OF_RESOURCES:
+                raise
+            if self._short_of is None:
+                log.error(
+                    "control socket: cannot accept a client (%s); pausing accept for %.0fs "
+                    "at a time until it works again",
+                    exc.strerror,
+                    ACCEPT_PAUSE,
+                )
+            self._short_of = exc.strerror
+            self._pause(ACCEPT_PAUSE)
+            return None
+        if self._short_of is not None:
+            log.info("control socket: accepting clients again")
+            self._short_of = None
+        try:
+            uid = peer_uid(conn)
+        except OSError:  # the client is already gone
+            conn.close()
+            return None
         if uid not in self.allowed:
             log.warning("control socket: refused a client with uid %d", uid)
             self._reply(conn, {"ok": False, "error": f"uid {uid} is not allowed"})
@@ -263,8 +321,10 @@ class ControlServer:
     def drop(self, conn: socket.socket) -> None:
         self.buffers.pop(conn, None)
         conn.close()
+        self._resume()  # below the cap again
 
     def close(self) -> None:
+        self._selector = None  # nothing is registered again
         for conn in list(self.buffers):
             self.drop(conn)
         self.sock.close()

@@ -6,15 +6,22 @@ a readiness pipe made before any fork (daemon(7)). The daemon writes `ready`
 once every worker is ready, or `error <code> <text>` if it cannot start; the
 launcher exits 0 only on `ready`, and otherwise prints the error and exits
 non-zero. A pipe closed with nothing written means the daemon died silently.
+Like systemd's TimeoutStartSec=, the launcher waits at most `start_timeout`
+seconds: then it stops the daemon (its pid comes first on the pipe) and fails.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
+import time
+import traceback
 from collections.abc import Callable
 
 EX_OSERR = 71  # sysexits: "system error (e.g., can't fork)"
+STOP_GRACE = 30.0  # seconds a daemon stopped at the start timeout gets before SIGKILL
 
 
 class Readiness:
@@ -23,7 +30,7 @@ class Readiness:
     def __init__(self, fd: int | None = None) -> None:
         self.fd = fd
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, last: bool = True) -> None:
         if self.fd is None:
             return
         try:
@@ -31,8 +38,16 @@ class Readiness:
         except OSError:
             pass
         finally:
-            os.close(self.fd)
-            self.fd = None
+            if last:
+                try:
+                    os.close(self.fd)
+                except OSError:
+                    pass
+                self.fd = None
+
+    def started(self, pid: int) -> None:
+        """The daemon's pid, so a launcher that gives up can stop it."""
+        self._send(f"pid {pid}\n", last=False)
 
     def ready(self) -> None:
         self._send("ready\n")
@@ -47,6 +62,8 @@ def launch(
     preserve: list[int],
     umask: int,
     working_directory: str = "/",
+    start_timeout: float = 0.0,
+    stop_signal: int = signal.SIGINT,
 ) -> int:
     """In the launcher: fork, daemonize the child, wait for its verdict."""
     import daemon as python_daemon  # only a daemonizing start pays for this import
@@ -67,6 +84,7 @@ def launch(
     if pid == 0:
         os.close(rfd)
         code = 1
+        readiness = Readiness(wfd)  # one object: once it has reported, it reports no more
         try:
             context = python_daemon.DaemonContext(
                 detach_process=True,  # its auto-detection is wrong under systemd and as PID 1
@@ -77,30 +95,78 @@ def launch(
                 prevent_core=False,
             )
             context.open()
-            code = run_daemon(Readiness(wfd))
+            code = run_daemon(readiness)
         except BaseException as exc:  # noqa: BLE001 - report anything to the launcher
-            Readiness(wfd).failed(1, f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()  # stderr is the log file by now: a daemon never dies silently
+            readiness.failed(1, f"{type(exc).__name__}: {exc}")
         finally:
             os._exit(code)
     os.close(wfd)
     _, status = os.waitpid(pid, 0)  # the first child exits as soon as it has forked
-    chunks = []
-    while True:
-        try:
-            data = os.read(rfd, 4096)
-        except InterruptedError:
-            continue
-        if not data:
-            break
-        chunks.append(data)
+    message, daemon_pid = _wait_verdict(rfd, start_timeout)
+    if message is None:  # the start timeout passed
+        print(
+            f"svcengine: the daemon (pid {daemon_pid}) was not ready within "
+            f"{start_timeout:g}s (start_timeout); stopping it",
+            file=sys.stderr,
+        )
+        _stop(rfd, daemon_pid, stop_signal)
+        os.close(rfd)
+        return 1
     os.close(rfd)
-    message = b"".join(chunks).decode("utf-8", "replace").strip()
     if message == "ready":
         return 0
     if message.startswith("error "):
         _, code, text = message.split(" ", 2)
         print(f"svcengine: {text}", file=sys.stderr)
         return int(code)
-    reason = f"exit status {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "a signal"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        reason = "see its log"  # the intermediate process's status says nothing of the daemon
+    elif os.WIFEXITED(status):
+        reason = f"exit status {os.WEXITSTATUS(status)}"
+    else:
+        reason = "a signal"
     print(f"svcengine: the daemon died before it was ready ({reason})", file=sys.stderr)
     return 1
+
+
+def _wait_verdict(rfd: int, timeout: float) -> tuple[str | None, int | None]:
+    """Read the pipe to EOF: (the last message, the daemon's pid); None at the timeout."""
+    deadline = time.monotonic() + timeout if timeout else None
+    data = b""
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and (
+            remaining <= 0 or not select.select([rfd], [], [], remaining)[0]
+        ):
+            return None, _pid_of(data)
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    lines = [line for line in data.decode("utf-8", "replace").split("\n") if line.strip()]
+    verdicts = [line.strip() for line in lines if not line.startswith("pid ")]
+    return (verdicts[-1] if verdicts else ""), _pid_of(data)
+
+
+def _pid_of(data: bytes) -> int | None:
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("pid ") and line[4:].strip().isdigit():
+            return int(line[4:])
+    return None
+
+
+def _stop(rfd: int, pid: int | None, signum: int) -> None:
+    """Stop a daemon that missed the start timeout: its quick stop, then SIGKILL.
+    The pipe's EOF tells when it is gone (only the daemon holds the write end)."""
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return
+    if _wait_verdict(rfd, STOP_GRACE)[0] is None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

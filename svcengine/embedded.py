@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import child, proctitle
 from . import log as logsetup
+from .signals import PRESETS
 from .spawn import import_worker
 from .systemd import Notifier
 
@@ -49,6 +50,7 @@ def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
         on_ready=on_ready,
     )
     runtime.install_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PRESETS[cfg.signal_map])  # held since start-up
 
     try:
         cls = server.worker_class or import_worker(cfg.worker, cfg.python_path)

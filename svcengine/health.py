@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .pool import Pool, State, Worker
+from .pool import Phase, Pool, State, Worker
 
 
 def silent_workers(
@@ -44,3 +44,14 @@ def assess(
         if silent:
             return False, f"worker {silent[0][0].worker_id} sends no heartbeat"
     return True, "ok"
+
+
+def serving(pool: Pool, phase: Phase) -> tuple[bool, str]:
+    """`ctl status --check` asks more than the watchdog does: is anything serving?
+    A paused pool or a lone worker waiting out its backoff keeps the watchdog fed (the
+    master is working as asked), but a health check must not call it healthy."""
+    if any(w.state is State.READY for w in pool.workers()):
+        return True, "ok"
+    if phase is Phase.PAUSED:
+        return False, "no worker is ready (workers stopped on request)"
+    return False, "no worker is ready"

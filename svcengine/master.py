@@ -34,6 +34,16 @@ log = logging.getLogger("svcengine.master")
 
 EXTEND_START_BY = 30.0  # seconds of start-up granted per worker that becomes ready
 NOTIFY_RETRY = 0.05  # seconds between retries while systemd's notify queue is full
+# a new-generation worker that dies this many times in a row before it is ready: the
+# reload is abandoned (a boot failure it reports abandons it at once)
+RELOAD_MAX_FAILURES = 3
+# turns in a row in which a callback raised: the loop cannot make progress (a callback
+# that raises before it consumes its event would spin), a broken invariant: exit
+MAX_FAILED_TURNS = 100
+
+
+class LoopStuck(Exception):
+    """The loop cannot go on; the master exits (the only exception that may end it)."""
 
 
 def _has_terminal() -> bool:
@@ -86,7 +96,12 @@ class Master:
         self.control: ControlServer | None = None
         self.identity = Identity.resolve(cfg.chuser, cfg.chgroup)
         self.upgrader: Upgrader | None = None  # made on the first USR2
-        self.announced = False  # the first READY=1 is out (a HUP may come before it)
+        # READY=1 was sent once (a fact, not a phase: a HUP or WINCH may come first)
+        self.announced_ready = False
+        self._failed_turns = 0
+        self._previous_cfg: config.Config | None = None  # while a reload may be abandoned
+        self._pending_reload: Callable[[], None] | None = None  # a HUP during a reload
+        self.reload_failure: str | None = None  # shown in STATUS= until a reload succeeds
 
     # --- set-up and the loop ----------------------------------------------
     def run(self) -> int:
@@ -128,18 +143,44 @@ class Master:
             self._flush_notifications()
             while self.exit_code is None:
                 self.step()
+        except Exception as exc:
+            # a broken invariant (see step()): say so where the operator looks, then go;
+            # the workers follow (PDEATHSIG, the life pipe)
+            log.critical("the master's loop cannot go on (%s); exiting", exc, exc_info=True)
+            self.failure = f"the master's loop failed: {exc}"
+            self.notify.status(self.failure)
+            self.notify.flush()
+            self.exit_code = 1
         finally:
             self._teardown()
         return self.exit_code
 
     def step(self, timeout: float | None = None) -> None:
-        """One turn: wait for the next event or deadline, then handle what is due."""
+        """One turn: wait for the next event or deadline, then handle what is due.
+
+        An exception from one callback is logged with its traceback and the turn goes
+        on: one bad event must not end the master. Only a broken invariant does: select()
+        itself failing, or MAX_FAILED_TURNS turns in a row with a failing callback."""
         t = self.timers.timeout()
         if timeout is not None:
             t = timeout if t is None else min(t, timeout)
+        failed = False
         for key, _ in self.selector.select(t):
-            key.data(key.fd)
-        self.timers.run_due()
+            try:
+                key.data(key.fd)
+            except Exception:
+                log.exception("event callback for fd %d raised; the master serves on", key.fd)
+                failed = True
+        while True:
+            try:
+                self.timers.run_due()  # a raising timer is already off the heap (or re-armed)
+                break
+            except Exception:
+                log.exception("timer callback raised; the master serves on")
+                failed = True
+        self._failed_turns = self._failed_turns + 1 if failed else 0
+        if self._failed_turns >= MAX_FAILED_TURNS:
+            raise LoopStuck(f"a callback raised in each of the last {MAX_FAILED_TURNS} turns")
         self.wakeups += 1
         if self.phase is Phase.STOPPING:
             self._check_stopped()
@@ -299,7 +340,7 @@ class Master:
         self.server.hooks.call("after_worker_ready", self.server, w)
         for old in self.pool.retiring(w.worker_id):
             self._stop_worker(old, signal.SIGTERM)
-        if self.phase is Phase.STARTING and self.pool.ready_count() < self.pool.target:
+        if not self.announced_ready and self.pool.ready_count() < self.pool.target:
             # a start that makes progress may take longer than TimeoutStartSec= alone allows
             self.notify.extend_timeout(EXTEND_START_BY)
         self._update_status()
@@ -310,21 +351,16 @@ class Master:
         if w is None:
             return
         w.boot_error = text
-        if self.phase is Phase.STARTING:
+        if self.phase is Phase.STOPPING:
+            return
+        if not self.announced_ready:
             log.error("worker %d failed to boot (%s); giving up", w.worker_id, text)
             self.failure = f"worker {w.worker_id} failed to boot: {text}"
             self.notify.status(self.failure)
             self._final_code = 1
             self.begin_stop(quick=True)
-        elif self.phase is Phase.RELOADING:
-            log.error(
-                "reload: worker %d failed to boot (%s); previous workers keep serving",
-                w.worker_id,
-                text,
-            )
-            self.notify.status(
-                f"reload failed: worker {w.worker_id}: {text}; previous workers keep serving"
-            )
+        elif self.phase is Phase.RELOADING and w.generation == self.pool.generation:
+            self._abandon_reload(f"worker {w.worker_id} failed to boot: {text}")
 
     def _check_ready(self) -> None:
         """READY=1 once every worker of the (new) generation is ready."""
@@ -332,9 +368,11 @@ class Master:
             return
         if self.pool.ready_count() < self.pool.target or self.pool.retiring():
             return
-        first = not self.announced
-        self.announced = True
+        first = not self.announced_ready
+        self.announced_ready = True
         self.phase = Phase.RUNNING
+        self._previous_cfg = None
+        self.reload_failure = None
         status = self.status_text()
         if first:
             log.info(
@@ -347,6 +385,7 @@ class Master:
         self.notify.ready(status=status, mainpid=self.pid)
         if first:
             self.server.announce_ready()
+        self._run_pending_reload()
 
     def _reap(self) -> None:
         while True:
@@ -362,6 +401,8 @@ class Master:
         if self.upgrader is not None and self.upgrader.owns(pid):
             self.upgrader.child_exited(status)
             return
+        if pid > 0 and pid in self._status_fds:
+            self._on_status(pid)  # what it said last (a boot failure) before how it ended
         was_stopping = (w0 := self.pool.by_pid.get(pid)) is not None and (
             w0.state is State.STOPPING or w0.retiring
         )
@@ -391,6 +432,19 @@ class Master:
                 self.failure = f"every worker exited with unrecoverable status {code}"
                 self._final_code = code
                 self.begin_stop(quick=False)
+        elif (
+            self.phase is Phase.RELOADING
+            and self.announced_ready
+            and not expected
+            and w.ready_at is None
+            and w.generation == self.pool.generation
+            and slot is not None
+            and slot.fast_failures >= RELOAD_MAX_FAILURES
+        ):
+            self._abandon_reload(
+                f"worker {w.worker_id} {cause} {slot.fast_failures} times before it was ready"
+            )
+            return
         elif slot is not None and slot.current is None and slot.not_before > timers.now():
             log.warning(
                 "worker %d is crashing in a loop; next start in %.1fs",
@@ -436,7 +490,8 @@ class Master:
         elif command is Command.RELOAD:
             self.reload()
         elif command is Command.RESTART_GRACEFUL:
-            self.replace_workers()
+            if not self._defer_reload(self.replace_workers):
+                self.replace_workers()
         elif command is Command.RESTART_IMMEDIATE:
             for w in self.pool.current():
                 self._kill(w.pid, signal.SIGQUIT)
@@ -458,7 +513,9 @@ class Master:
         elif command is Command.DUMP:
             self.dump()
         elif command is Command.UPGRADE:
-            if self.phase is not Phase.STOPPING:
+            if not self.announced_ready and self.phase is not Phase.STOPPING:
+                log.warning("%s ignored: this master is not ready yet", command.value)
+            elif self.phase is not Phase.STOPPING:
                 if self.upgrader is None:
                     from .upgrade import Upgrader
 
@@ -524,11 +581,13 @@ class Master:
             self.exit_code = self._final_code
 
     def reload(self) -> None:
+        if self._defer_reload(self.reload):
+            return
         try:
             new = self.reload_config()
         except Exception as exc:  # noqa: BLE001 - no file may end the master
             log.error("reload failed: %s; serving the previous config", exc)
-            self.notify.status(f"reload failed: {exc}; serving the previous config")
+            self._reload_refused(f"reload failed: {exc}; serving the previous config")
             return
         kept = config.start_only_changes(self.cfg, new)
         if kept:
@@ -542,10 +601,57 @@ class Master:
         if self.phase is Phase.STOPPING:
             return
         log.info("reloading: config re-read; replacing workers")
-        self.notify.reloading()
+        self.reload_failure = None
+        if self.announced_ready:  # before the first READY=1, systemd waits for that alone
+            self.notify.reloading()
         self.server.hooks.call("on_reload", self.server)
+        self._previous_cfg = self.cfg
         self.apply_config(new)
         self.replace_workers()
+
+    def _defer_reload(self, again: Callable[[], None]) -> bool:
+        """A reload while one is running is remembered once and run when it ends:
+        a burst of HUPs forks one more generation, not one per signal."""
+        if self.phase is not Phase.RELOADING:
+            return False
+        if self._pending_reload is None:
+            log.info("reload already in progress; one more follows when it completes")
+        if self._pending_reload != self.reload:  # a config re-read covers a restart
+            self._pending_reload = again
+        return True
+
+    def _run_pending_reload(self) -> None:
+        again, self._pending_reload = self._pending_reload, None
+        if again is not None and self.phase is not Phase.STOPPING:
+            again()
+
+    def _reload_refused(self, why: str) -> None:
+        """Tell systemd the reload is over even though nothing changed: a Type=notify-reload
+        unit's `systemctl reload` waits for RELOADING=1 then READY=1, whatever happened."""
+        if self.phase is Phase.STOPPING:
+            return
+        self.reload_failure = why
+        if not self.announced_ready:
+            self.notify.status(why)
+            return
+        self.notify.reloading()
+        self.notify.ready(status=self.status_text())
+
+    def _abandon_reload(self, why: str) -> None:
+        """The new generation cannot boot: stop it, give each slot back its superseded
+        worker (still serving), return to the previous config, and close the reload."""
+        log.error("reload abandoned: %s; previous workers keep serving", why)
+        for w in self.pool.abandon_generation():
+            self._stop_worker(w, signal.SIGTERM)
+        previous, self._previous_cfg = self._previous_cfg, None
+        if previous is not None:
+            self.apply_config(previous)
+            for w in self.pool.resize(previous.workers):
+                self._stop_worker(w, signal.SIGTERM)
+        self.phase = Phase.RUNNING
+        self._reload_refused(f"reload failed: {why}; previous workers keep serving")
+        self._maintain()
+        self._run_pending_reload()
 
     def apply_config(self, new: config.Config) -> None:
         old = self.cfg
@@ -563,6 +669,7 @@ class Master:
         """New workers first; each old one gets TERM once its successor is ready."""
         if self.phase is Phase.STOPPING:
             return
+        self._pending_reload = None  # this one covers it
         self.phase = Phase.RELOADING
         self.pool.retire_generation()
         for w in self.pool.resize(self.cfg.workers):
@@ -642,7 +749,10 @@ class Master:
             log.warning("not pinging the watchdog: %s", why)
 
     def status_text(self) -> str:
-        return report.status_text(self.pool, self.phase)
+        text = report.status_text(self.pool, self.phase)
+        if self.reload_failure and self.phase is not Phase.RELOADING:
+            return f"{self.reload_failure} ({text})"
+        return text
 
     def _update_status(self) -> None:
         if self.phase is not Phase.STOPPING:

@@ -178,6 +178,25 @@ class Pool:
                 old.append(w)
         return old
 
+    def abandon_generation(self) -> list[Worker]:
+        """Undo retire_generation() for a reload that cannot boot: each slot whose new
+        worker is not ready gets its superseded worker back (if that one still serves).
+        Return the new generation's workers that are not ready: the master stops them."""
+        superseded = {w.worker_id: w for w in self.retiring()}
+        doomed = []
+        for slot in self.slots.values():
+            w = slot.current
+            if w is not None and w.generation == self.generation and w.state is State.STARTING:
+                doomed.append(w)
+                slot.current = None
+            old = superseded.get(slot.worker_id)
+            if old is not None and slot.current is None:
+                old.retiring = False
+                slot.current = old
+                slot.fast_failures = 0
+                slot.not_before = 0.0
+        return doomed
+
     def retiring(self, worker_id: int | None = None) -> list[Worker]:
         return [
             w

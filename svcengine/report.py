@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _linux, timers
+from . import _linux, health, timers
 from .pool import Phase, Pool
 
 if TYPE_CHECKING:
@@ -25,7 +25,9 @@ def snapshot(master: Master) -> dict[str, Any]:
     now = timers.now()
     pool = master.pool
     healthy, why = master.healthy()
-    starting = master.phase is Phase.STARTING
+    if healthy:
+        healthy, why = health.serving(pool, master.phase)
+    starting = not master.announced_ready
     workers = []
     for slot in sorted(pool.slots.values(), key=lambda s: s.worker_id):
         w = slot.current

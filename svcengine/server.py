@@ -29,7 +29,7 @@ from . import spawn
 from .hooks import Hooks
 from .master import Master
 from .privileges import Identity
-from .signals import Command
+from .signals import PRESETS, Command, hold_until_handled
 from .systemd import Notifier
 from .worker import Worker
 
@@ -233,6 +233,7 @@ class Server:
 
         def in_daemon(readiness: daemonmod.Readiness) -> int:
             self.readiness = readiness
+            readiness.started(os.getpid())  # for the launcher's start timeout
             try:
                 code = self._serve(sockets_ready=True)
             except StartError as exc:
@@ -245,8 +246,13 @@ class Server:
             return code
 
         umask = cfg.chumask if cfg.chumask is not None else 0o022
+        quick_stop = next(s for s, c in PRESETS[cfg.signal_map].items() if c is Command.QUICK_STOP)
         return daemonmod.launch(
-            in_daemon, preserve=[s.fileno() for s in self.listeners], umask=umask
+            in_daemon,
+            preserve=[s.fileno() for s in self.listeners],
+            umask=umask,
+            start_timeout=cfg.start_timeout,
+            stop_signal=quick_stop,
         )
 
     def _load_hooks(self) -> None:
@@ -274,6 +280,7 @@ class Server:
 
     def _serve(self, sockets_ready: bool = False) -> int:
         cfg = self.config
+        hold_until_handled(PRESETS[cfg.signal_map])  # before the pidfile makes us visible
         if cfg.chumask is not None:
             os.umask(cfg.chumask)
         upgrading = self.upgrading_from is not None

@@ -91,6 +91,17 @@ NAMED: dict[str, Command] = {
 }
 
 
+def hold_until_handled(preset: dict[signal.Signals, Command]) -> set[signal.Signals]:
+    """Block, from the very start, the signals whose default action would kill a master
+    that cannot act on them yet (HUP, USR1, USR2, WINCH, TTIN...): the pidfile makes the
+    master visible long before its loop runs (a `preload` import can take seconds).
+    SignalPipe unblocks them once its handlers are in place, and they are acted on then.
+    Stop signals keep their default action: a master that serves nothing yet may die."""
+    held = {s for s, c in preset.items() if c not in (C.GRACEFUL_STOP, C.QUICK_STOP, C.IGNORE)}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    return held
+
+
 def _noop(signum: int, frame: object) -> None:
     """Deliberately empty: the wakeup fd already carries the signal number."""
 
@@ -104,6 +115,7 @@ class SignalPipe:
         self._old_fd = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
         for signum in self.signums:
             signal.signal(signum, _noop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signums)  # held since start-up
 
     def read(self) -> list[signal.Signals]:
         """Every signal number queued so far, in arrival order."""
