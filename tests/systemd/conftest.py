@@ -1,5 +1,7 @@
-"""The `box` fixture: a real systemd 252 (Debian 12) booted with tests/systemd/box.sh, with this
-checkout's wheel, the unit files, the examples and the test workers installed in it.
+"""The `box` fixture: a real systemd booted with tests/systemd/box.sh, once per Debian release
+(boxlib.RELEASES: Debian 12 with systemd 252, Debian 13 with systemd 257), with this checkout's
+wheel, the unit files, the examples and the test workers installed in it. Every test that uses
+it runs in each release; pytest finishes one release's box before it boots the next.
 
 Needs root. Skips (with the reason) where systemd-nspawn cannot work. Set SVCENGINE_BOX_KEEP=1
 to leave the box running after the session (inspect it with `tests/systemd/box.sh exec ...`).
@@ -18,32 +20,36 @@ from boxlib import (
     EXIT_PROBE,
     UNIT_DIR,
     Box,
+    box_name,
     box_sh,
     provision,
+    releases,
     skip_reason,
     wait_none_left,
 )
 
 
-@pytest.fixture(scope="session")
-def box(tmp_path_factory) -> Iterator[Box]:
+@pytest.fixture(scope="session", params=releases())
+def box(request, tmp_path_factory) -> Iterator[Box]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
+    suite = request.param
+    name = box_name(os.environ.get("BOX_NAME", "svcengine-test"), suite)
     t0 = time.monotonic()
     # first run: apt-get + debootstrap (a minute or two); later: the cached tarball, about 1 s
-    up = box_sh("up", timeout=900)
+    up = box_sh("up", timeout=900, name=name, suite=suite)
     if up.returncode != 0:
-        box_sh("down", timeout=120)
-        pytest.fail(f"box.sh up failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
-    b = Box()
+        box_sh("down", timeout=120, name=name, suite=suite)
+        pytest.fail(f"box.sh up ({name}) failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
+    b = Box(name, suite)
     try:
         provision(b, tmp_path_factory.mktemp("wheel"))
-        print(f"\nbox ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        print(f"\n{suite} box ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         yield b
     finally:
         if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
-            down = box_sh("down", timeout=120)
+            down = box_sh("down", timeout=120, name=name, suite=suite)
             assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
             assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
 

@@ -43,7 +43,7 @@ class BoxLoad:
         self.proc = subprocess.Popen(
             [str(BOX_SH), "exec", "python3", f"{TEST_LIB}/boxload.py"]
             + [f"127.0.0.1:{PORT}", str(clients), str(seconds), str(warm)],
-            env=_box_env(box.name),
+            env=_box_env(box.name, box.suite),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
