@@ -1,11 +1,12 @@
-"""The Debian package under a real systemd 252 (Debian 12): build the .deb with
-packaging/build-deb.sh, `dpkg -i` it into a box, run a pool through the packaged template unit,
-reload, stop, and `dpkg --purge`; then prove nothing is left behind.
+"""The Debian package under a real systemd, in Debian 12 (systemd 252) and Debian 13 (systemd
+257): build the .deb once with packaging/build-deb.sh on this machine, `dpkg -i` it into a box of
+each release, run a pool through the packaged template unit, reload, stop, and `dpkg --purge`;
+then prove nothing is left behind. One package suits both releases (packaging/debian/README).
 
-Its own box (BOX_NAME=svcengine-deb, or $SVCENGINE_DEB_BOX), not the `box` fixture's: that one
-has the wheel pip-installed in /usr/local and the units copied to /etc/systemd/system, which
-would shadow the package's. The box is offline; Debian's python3-daemon, python3-sdnotify,
-python3-setproctitle and procps are in its rootfs.
+Its own boxes (BOX_NAME=svcengine-deb, or $SVCENGINE_DEB_BOX; "-trixie" appended for Debian
+13), not the `box` fixture's: that one has the wheel pip-installed in /usr/local and the units
+copied to /etc/systemd/system, which would shadow the package's. The boxes are offline; Debian's
+python3-daemon, python3-sdnotify, python3-setproctitle and procps are in their rootfs.
 
 Run: sudo python -m pytest -m systemd tests/systemd/test_deb.py
   SVCENGINE_DEB=path/to/svcengine_X_all.deb   test that package instead of building one
@@ -27,8 +28,10 @@ from boxlib import (
     REPO,
     TEST_LIB,
     Box,
+    box_name,
     box_sh,
     ours,
+    releases,
     skip_reason,
     wait_none_left,
     wait_until,
@@ -36,14 +39,16 @@ from boxlib import (
 
 pytestmark = pytest.mark.systemd
 
-BOX_NAME = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
+BOX_BASE = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
 BUILD = REPO / "packaging" / "build-deb.sh"
 PROBE = Path(__file__).resolve().parent / "inbox" / "boxprobe.py"
 APP = "svcengine@app.service"
 APP_DIR = "/opt/svcengine-app"  # where the administrator drops the worker module
 READY = "2/2 workers ready"
 TEMPLATES = ("svcengine@.service", "svcengine@.socket", "svcengine-forking@.service")
-UNIT_DIR = "/lib/systemd/system"  # Debian 12's debhelper installs units here
+# Debian 13's debhelper installs units here, and the package does so on Debian 12 too (the same
+# directory there: /lib is a link to usr/lib); Debian 13's lintian flags /lib/systemd/system
+UNIT_DIR = "/usr/lib/systemd/system"
 APP_MODULE = '''\
 """An application's worker, as an administrator would drop it next to the packaged engine."""
 
@@ -67,10 +72,10 @@ SEARCH = "/etc /lib /usr /run /var/lib /var/cache /var/log /srv /opt /tmp /root"
 
 
 class DebBox(Box):
-    """boxlib's Box, driving the box named BOX_NAME."""
+    """boxlib's Box, driving the package's box of one Debian suite."""
 
-    def __init__(self) -> None:
-        super().__init__(BOX_NAME)
+    def __init__(self, suite: str) -> None:
+        super().__init__(box_name(BOX_BASE, suite), suite)
 
     def lines(self, script: str) -> list[str]:
         return sorted(line for line in self.sh(script).splitlines() if line)
@@ -103,16 +108,16 @@ def deb(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def debbox() -> Iterator[DebBox]:
+@pytest.fixture(scope="session", params=releases())
+def debbox(request) -> Iterator[DebBox]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    up = box_sh("up", timeout=900, name=BOX_NAME)
+    b = DebBox(request.param)
+    up = box_sh("up", timeout=900, name=b.name, suite=b.suite)
     if up.returncode != 0:
-        box_sh("down", timeout=120, name=BOX_NAME)
-        pytest.fail(f"box.sh up ({BOX_NAME}) failed (exit {up.returncode}):\n{up.stderr}")
-    b = DebBox()
+        box_sh("down", timeout=120, name=b.name, suite=b.suite)
+        pytest.fail(f"box.sh up ({b.name}) failed (exit {up.returncode}):\n{up.stderr}")
     try:
         b.write(f"{TEST_LIB}/boxprobe.py", PROBE.read_text())
         forget(b)  # the rootfs persists between sessions: forget what an aborted one left
@@ -122,7 +127,7 @@ def debbox() -> Iterator[DebBox]:
         yield b
     finally:
         if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
-            down = box_sh("down", timeout=120, name=BOX_NAME)
+            down = box_sh("down", timeout=120, name=b.name, suite=b.suite)
             assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
             assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
 
@@ -286,6 +291,8 @@ def test_install_start_reload_stop_purge(debbox: DebBox, installed: dict):
     text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
     # dpkg says so itself: /etc/svcengine holds the administrator's app.toml
     assert re.search(r"directory '/etc/svcengine' not empty so not removed", text), text
+    # and of nothing else (Debian 13 said so of /lib/systemd/system when the units were there)
+    assert len(re.findall(r"not empty so not removed", text)) == 1, text
     assert_purged(b, files, installed["accounts"])
 
 
@@ -343,3 +350,47 @@ def test_upgrade_restarts_running_instances(debbox: DebBox, installed: dict, deb
     assert not [p for p in old if key(p) in now], "the old pool outlived the restart"
     assert len(pool(b, int(new["MainPID"]))) == 2
     assert b.show("svcengine@idle.service")["ActiveState"] == "inactive"
+
+
+def test_build_deb_from_a_checkout_nobody_can_enter(tmp_path):
+    """build-deb.sh runs lintian as nobody when run as root; a checkout in a directory nobody
+    cannot enter (a clone in /root, pytest's 0700 tmp_path) must build as well. The checkout is
+    this working tree, committed into a fresh repository there."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    clone = hidden / "svcengine"
+    clone.mkdir()
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    present = b"\0".join(f for f in files if f and (REPO / f.decode()).exists())
+    subprocess.run(
+        ["tar", "--null", "-T", "-", "-cf", str(tmp_path / "tree.tar")],
+        cwd=REPO,
+        input=present,
+        check=True,
+    )
+    subprocess.run(["tar", "-C", str(clone), "-xf", str(tmp_path / "tree.tar")], check=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    assert subprocess.run([*nobody, "test", "-x", str(hidden)]).returncode != 0, "nobody enters"
+    proc = subprocess.run(
+        [str(clone / "packaging" / "build-deb.sh")],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "DIST": str(tmp_path / "dist"), "DEB_BUILD_OPTIONS": "nocheck"},
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+    assert list((tmp_path / "dist").glob("svcengine_*_all.deb")), proc.stderr
