@@ -40,7 +40,6 @@ from boxlib import (
 pytestmark = pytest.mark.systemd
 
 BOX_BASE = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
-BUILD = REPO / "packaging" / "build-deb.sh"
 PROBE = Path(__file__).resolve().parent / "inbox" / "boxprobe.py"
 APP = "svcengine@app.service"
 APP_DIR = "/opt/svcengine-app"  # where the administrator drops the worker module
@@ -81,20 +80,47 @@ class DebBox(Box):
         return sorted(line for line in self.sh(script).splitlines() if line)
 
 
+def snapshot(dest: Path) -> Path:
+    """This working tree (tracked files with their edits, untracked ones git does not ignore),
+    committed into a fresh repository at dest/svcengine: what a clean clone of it would be."""
+    clone = dest / "svcengine"
+    clone.mkdir(parents=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    present = b"\0".join(f for f in files if f and (REPO / f.decode()).exists())
+    tar = subprocess.run(
+        ["tar", "--null", "-T", "-", "-cf", "-"], cwd=REPO, input=present, capture_output=True
+    )
+    assert tar.returncode == 0, tar.stderr
+    subprocess.run(["tar", "-C", str(clone), "-xf", "-"], input=tar.stdout, check=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
+    return clone
+
+
 @pytest.fixture(scope="session")
-def deb(tmp_path_factory) -> Path:
-    """The package: $SVCENGINE_DEB, or built once per session with packaging/build-deb.sh from
-    this checkout's working tree (on CI, a clean clone: the same as building HEAD)."""
+def deb_build(tmp_path_factory) -> tuple[Path, Path]:
+    """(the .deb, the checkout it was built in): built once per session with
+    packaging/build-deb.sh in a snapshot of this working tree that sits, like a clone in /root,
+    in a directory that nobody (lintian's user) cannot enter."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    given = os.environ.get("SVCENGINE_DEB")
-    if given:
-        return Path(given).resolve(strict=True)
-    dist = tmp_path_factory.mktemp("dist")
+    base = tmp_path_factory.mktemp("deb")
+    hidden = base / "private"
+    hidden.mkdir(mode=0o700)
+    clone = snapshot(hidden)
+    dist = base / "dist"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [str(BUILD), "--worktree"],
+        [str(clone / "packaging" / "build-deb.sh")],
+        cwd=clone,
         capture_output=True,
         text=True,
         timeout=1800,  # a fresh machine installs the build dependencies first
@@ -102,10 +128,19 @@ def deb(tmp_path_factory) -> Path:
         env={**os.environ, "DIST": str(dist)},
     )
     if proc.returncode != 0:
-        pytest.fail(f"{BUILD} failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        pytest.fail(f"build-deb.sh failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
     (path,) = dist.glob("svcengine_*_all.deb")
     print(f"\nbuilt {path.name} in {time.monotonic() - t0:.1f} s:\n{proc.stderr}", file=sys.stderr)
-    return path
+    return path, clone
+
+
+@pytest.fixture(scope="session")
+def deb(request) -> Path:
+    """The package: $SVCENGINE_DEB, or the one deb_build made."""
+    given = os.environ.get("SVCENGINE_DEB")
+    if given:
+        return Path(given).resolve(strict=True)
+    return request.getfixturevalue("deb_build")[0]
 
 
 @pytest.fixture(scope="session", params=releases())
@@ -352,45 +387,59 @@ def test_upgrade_restarts_running_instances(debbox: DebBox, installed: dict, deb
     assert b.show("svcengine@idle.service")["ActiveState"] == "inactive"
 
 
-def test_build_deb_from_a_checkout_nobody_can_enter(tmp_path):
+def test_build_deb_from_a_checkout_nobody_can_enter(deb_build):
     """build-deb.sh runs lintian as nobody when run as root; a checkout in a directory nobody
-    cannot enter (a clone in /root, pytest's 0700 tmp_path) must build as well. The checkout is
-    this working tree, committed into a fresh repository there."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    hidden = tmp_path / "private"
-    hidden.mkdir(mode=0o700)
-    clone = hidden / "svcengine"
-    clone.mkdir()
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    present = b"\0".join(f for f in files if f and (REPO / f.decode()).exists())
-    subprocess.run(
-        ["tar", "--null", "-T", "-", "-cf", str(tmp_path / "tree.tar")],
-        cwd=REPO,
-        input=present,
-        check=True,
-    )
-    subprocess.run(["tar", "-C", str(clone), "-xf", str(tmp_path / "tree.tar")], check=True)
-    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
+    cannot enter (a clone in /root) builds all the same (it failed: lintian "Can't cd to ...:
+    Permission denied", exit 13). deb_build built in such a place; this proves it was one."""
+    path, clone = deb_build
     nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    assert subprocess.run([*nobody, "test", "-x", str(hidden)]).returncode != 0, "nobody enters"
-    proc = subprocess.run(
-        [str(clone / "packaging" / "build-deb.sh")],
-        cwd=clone,
+    assert subprocess.run([*nobody, "test", "-x", str(clone.parent)]).returncode != 0
+    lintian = (path.parent / "lintian.txt").read_text()
+    assert not re.search(r"(?m)^[EW]: |Can't cd", lintian), lintian
+
+
+def lib_layout_deb(deb: Path, tmp: Path) -> Path:
+    """The package as debhelper 13.11 (Debian 12) laid it out before: units in /lib/systemd/system,
+    an older version. Made from `deb` with dpkg-deb, so it differs in nothing else."""
+    tree = tmp / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    (tree / "lib").mkdir()
+    (tree / "usr" / "lib" / "systemd").rename(tree / "lib" / "systemd")
+    control = tree / "DEBIAN" / "control"
+    text = re.sub(r"(?m)^Version: (.*)$", r"Version: \1~old1", control.read_text())
+    control.write_text(text)
+    md5 = tree / "DEBIAN" / "md5sums"
+    md5.write_text(md5.read_text().replace("  usr/lib/systemd/", "  lib/systemd/"))
+    old = tmp / "svcengine_old_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(old)],
+        check=True,
         capture_output=True,
-        text=True,
-        timeout=1800,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "DIST": str(tmp_path / "dist"), "DEB_BUILD_OPTIONS": "nocheck"},
     )
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr}{proc.stdout}"
-    assert list((tmp_path / "dist").glob("svcengine_*_all.deb")), proc.stderr
+    return old
+
+
+def test_upgrade_from_units_in_lib_keeps_them(debbox: DebBox, deb: Path, tmp_path):
+    """Moving the units from /lib to /usr/lib: on a merged-/usr system both paths are one file,
+    and dpkg must not delete it as the old package's obsolete path during the upgrade."""
+    b = debbox
+    old = lib_layout_deb(deb, tmp_path)
+    try:
+        b.write(f"/tmp/{old.name}", old.read_bytes())
+        b.run("dpkg", "-i", f"/tmp/{old.name}", timeout=180)
+        assert f"/lib/systemd/system/{TEMPLATES[0]}" in package_files(b)
+        b.write(f"/tmp/{deb.name}", deb.read_bytes())
+        out = b.run("dpkg", "-i", f"/tmp/{deb.name}", timeout=180)
+        text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+        files = package_files(b)
+        for unit in TEMPLATES:
+            assert f"{UNIT_DIR}/{unit}" in files, files
+            b.run("test", "-f", f"{UNIT_DIR}/{unit}")
+            b.run("test", "-f", f"/lib/systemd/system/{unit}")  # the same file, by the /lib link
+        assert "not empty so not removed" not in text, text
+        drop_app(b)
+        start_app(b)
+    finally:
+        b.run("rm", "-f", f"/tmp/{old.name}", f"/tmp/{deb.name}")
+        forget(b)
+        wait_none_left(b)

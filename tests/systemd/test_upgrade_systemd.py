@@ -1,4 +1,4 @@
-"""A zero-downtime USR2 upgrade under the real systemd 252 in the box, with clients inside it.
+"""A zero-downtime USR2 upgrade under the real systemd in the box (252, 257), with clients in it.
 
 The unit has NotifyAccess=all; the new master sends MAINPID=<self> + READY=1, then BARRIER=1,
 then TERM to the old master. What systemd must see: the unit active/running the whole time,
