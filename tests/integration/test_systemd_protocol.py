@@ -190,7 +190,8 @@ def test_ready_survives_a_notify_queue_that_is_full(service):
     assert sent == 0, "the notify queue never filled up"
     svc.start()
     svc.wait_log(r"ready: 8/8 workers ready", timeout=30, since_mark=False)  # nothing read yet
-    assert "systemd is not reading notifications; queued: READY=1" in svc.log_text()
+    # logged just after "ready:" (the master sends READY=1 after logging it): wait, not assert
+    svc.wait_log(r"systemd is not reading notifications; queued: READY=1", since_mark=False)
     msg = svc.notify.wait_key("READY", 10, "1")
     assert msg["STATUS"] == "8/8 workers ready; 0 restarts"
     svc.kill(signal.SIGTERM)
