@@ -270,6 +270,11 @@ def test_install_start_reload_stop_purge(debbox: DebBox, installed: dict):
     fragment = b.systemctl("show", "-p", "FragmentPath", APP).strip().removeprefix("FragmentPath=")
     # systemd 252 names it by /lib (first in its search path), the same directory on merged /usr
     assert b.out("readlink", "-f", fragment).strip() == f"{UNIT_DIR}/svcengine@.service", fragment
+    # the notify-reload drop-in comes with a package built with systemd >= 253 (Debian 13)
+    dropin = f"{UNIT_DIR}/svcengine@.service.d/notify-reload.conf"
+    has_dropin = b.run("test", "-f", dropin, check=False).returncode == 0
+    unit_type = b.systemctl("show", "-p", "Type", APP).strip()
+    assert unit_type == ("Type=notify-reload" if has_dropin else "Type=notify"), unit_type
     conffiles = b.out("dpkg-query", "-W", "-f", "${Conffiles}", "svcengine")
     assert "/etc/svcengine/example.toml" in conffiles, conffiles
     for path in ("/usr/share/man/man1/svcengine.1.gz", "/usr/share/doc/svcengine/copyright"):
