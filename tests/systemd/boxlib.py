@@ -353,14 +353,18 @@ def box_sh(
 
 
 def provision(b: Box, wheel_dir: Path) -> None:
-    wheel = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if wheel.returncode != 0:
-        pytest.fail(f"building the wheel failed:\n{wheel.stdout}{wheel.stderr}")
+    """Install this checkout's wheel (built into wheel_dir once, for every release's box), the
+    units, the examples and the test workers."""
+    if not list(wheel_dir.glob("svcengine-*.whl")):
+        wheel = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir)]
+            + [str(REPO)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if wheel.returncode != 0:
+            pytest.fail(f"building the wheel failed:\n{wheel.stdout}{wheel.stderr}")
     (whl,) = wheel_dir.glob("svcengine-*.whl")
 
     # The box's rootfs persists between sessions: forget what an earlier (maybe aborted) one left.

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from boxlib import (
@@ -29,8 +30,13 @@ from boxlib import (
 )
 
 
+@pytest.fixture(scope="session")
+def wheel_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("wheel")
+
+
 @pytest.fixture(scope="session", params=releases())
-def box(request, tmp_path_factory) -> Iterator[Box]:
+def box(request, wheel_dir: Path) -> Iterator[Box]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -44,7 +50,7 @@ def box(request, tmp_path_factory) -> Iterator[Box]:
         pytest.fail(f"box.sh up ({name}) failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
     b = Box(name, suite)
     try:
-        provision(b, tmp_path_factory.mktemp("wheel"))
+        provision(b, wheel_dir)
         print(f"\n{suite} box ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         yield b
     finally:
