@@ -186,8 +186,10 @@ if [ "$(id -u)" = 0 ]; then
   as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp TMPDIR=/tmp)
 fi
 set +e
-"${as_user[@]}" lintian --fail-on error,warning --display-info --pedantic --show-overrides \
-  --color never "$work/$deb" >"$work/lintian.txt" 2>&1
+# from $work: lintian cd's back to where it started, and nobody may not enter the checkout
+# (a clone in /root: "Can't cd to ...: Permission denied", exit 13)
+(cd "$work" && "${as_user[@]}" lintian --fail-on error,warning --display-info --pedantic \
+  --show-overrides --color never "$work/$deb") >"$work/lintian.txt" 2>&1
 lint=$?
 set -e
 cp "$work/lintian.txt" "$DIST/lintian.txt"

@@ -164,20 +164,34 @@ def test_a_start_in_progress_extends_the_start_timeout(service):
 
 
 def test_ready_survives_a_notify_queue_that_is_full(service):
-    """systemd reads its socket late: the kernel holds ten datagrams, the rest would
-    be lost. STATUS= may be coalesced, READY=1 must arrive anyway."""
+    """systemd reads its socket late: the kernel holds net.unix.max_dgram_qlen datagrams
+    (10 by default, 512 once systemd booted the machine), the rest would be lost. STATUS=
+    may be coalesced, READY=1 must arrive anyway."""
     svc = service(workers=8, start=False)
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    filler.setblocking(False)
-    try:
-        while True:  # fill the queue the way a busy systemd would leave it
-            filler.sendto(b"FILLER=1", svc.notify.path)
-    except BlockingIOError:
-        pass
-    filler.close()
+    # Fill the queue the way a busy systemd would leave it. One sender runs out of its own
+    # send buffer before a 512-deep queue is full: take fresh senders until even the first
+    # datagram of one is refused, which only a full queue does.
+    fillers: list[socket.socket] = []
+    while len(fillers) < 100:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        filler.setblocking(False)
+        fillers.append(filler)
+        sent = 0
+        try:
+            while True:
+                filler.sendto(b"FILLER=1", svc.notify.path)
+                sent += 1
+        except BlockingIOError:
+            pass
+        if sent == 0:
+            break
+    for filler in fillers:
+        filler.close()
+    assert sent == 0, "the notify queue never filled up"
     svc.start()
     svc.wait_log(r"ready: 8/8 workers ready", timeout=30, since_mark=False)  # nothing read yet
-    assert "systemd is not reading notifications; queued: READY=1" in svc.log_text()
+    # logged just after "ready:" (the master sends READY=1 after logging it): wait, not assert
+    svc.wait_log(r"systemd is not reading notifications; queued: READY=1", since_mark=False)
     msg = svc.notify.wait_key("READY", 10, "1")
     assert msg["STATUS"] == "8/8 workers ready; 0 restarts"
     svc.kill(signal.SIGTERM)

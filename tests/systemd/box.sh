@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# box.sh - boot a real systemd (Debian 12 "bookworm", systemd 252) in a systemd-nspawn container,
-# on any Linux host where we are root (the host's PID 1 need not be systemd).
+# box.sh - boot a real systemd (Debian 12 "bookworm", systemd 252, or BOX_SUITE=trixie: Debian 13,
+# systemd 257) in a systemd-nspawn container, on any Linux host where we are root (the host's PID 1
+# need not be systemd).
 #
 #   box.sh up               build/extract the rootfs if needed, boot it, wait until systemd is up
 #   box.sh exec CMD [ARG]   run CMD inside the box (nsenter, clean env); its exit code is returned
@@ -14,7 +15,9 @@
 # Settings (environment, all optional):
 #   BOX_NAME     container name (default svcengine-test)
 #   BOX_DIR      state dir: rootfs, tarball cache, logs (default /var/lib/svcengine-testbox)
-#   BOX_SUITE    Debian suite (default bookworm)
+#   BOX_SUITE    Debian suite (default bookworm; trixie works too). Give the same BOX_SUITE to every
+#                command of a box; a box whose rootfs came from another suite or package list is
+#                rebuilt at the next `up`
 #   BOX_MIRROR   Debian mirror (default: the first non-security source in the host's apt configuration)
 #   BOX_SHARE    host dir bind-mounted read-write at /share in the box (default $BOX_DIR/$BOX_NAME/share)
 #   BOX_BOOT_TIMEOUT  seconds to wait for the box's systemd (default 90)
@@ -32,7 +35,7 @@ case "$BOX_NAME" in (*[!A-Za-z0-9-]*|-*|"") echo "box: bad BOX_NAME '$BOX_NAME'"
 STATE=$BOX_DIR/$BOX_NAME
 ROOTFS=$STATE/rootfs
 BOX_SHARE=${BOX_SHARE:-$STATE/share}
-PKGS=systemd,systemd-sysv,dbus,procps,python3,python3-pip,python3-daemon,python3-sdnotify,python3-setproctitle
+PKGS=systemd,systemd-sysv,dbus,procps,python3,python3-pip,python3-daemon,python3-sdnotify,python3-setproctitle,python3-pytest
 TARBALL=$BOX_DIR/rootfs-$BOX_SUITE-$(printf '%s' "$BOX_SUITE $PKGS" | sha256sum | cut -c1-10).tar.zst
 PIDFILE=$STATE/nspawn.pid
 CONSOLE=$STATE/console.log
@@ -77,7 +80,13 @@ need_tools() {
 make_rootfs() {
   need_tools
   mkdir -p "$STATE"
-  [ -x "$ROOTFS/lib/systemd/systemd" ] && return 0
+  if [ -x "$ROOTFS/lib/systemd/systemd" ]; then
+    # made from the tarball of today's suite and package list: keep it (and what tests left)
+    [ "$(cat "$STATE/rootfs.from" 2>/dev/null)" = "$TARBALL" ] && return 0
+    [ -z "$(nspawn_pid)" ] || { log "warning: the box runs an outdated rootfs (box.sh reset)"; return 0; }
+    log "the rootfs is not from $TARBALL (other suite or packages): replacing it"
+    rm -rf "$ROOTFS"
+  fi
   rm -rf "$ROOTFS.tmp"; mkdir -p "$ROOTFS.tmp"
   if [ -f "$TARBALL" ]; then
     log "extracting $TARBALL"
@@ -94,6 +103,7 @@ make_rootfs() {
     log "cached $TARBALL"
   fi
   mv "$ROOTFS.tmp" "$ROOTFS"
+  echo "$TARBALL" >"$STATE/rootfs.from"
 }
 
 customize() {

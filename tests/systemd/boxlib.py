@@ -1,4 +1,9 @@
-"""Helpers for the systemd box tests: drive tests/systemd/box.sh, read units, journal, processes."""
+"""Helpers for the systemd box tests: drive tests/systemd/box.sh, read units, journal, processes.
+
+The box tests run once per Debian release in RELEASES (Debian 12 "bookworm": systemd 252,
+Python 3.11; Debian 13 "trixie": systemd 257, Python 3.13). $SVCENGINE_BOX_RELEASES picks
+some of them ("bookworm", "trixie" or "bookworm trixie", the default).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,27 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BOX_SH = HERE / "box.sh"
 UNIT_SRC = REPO / "packaging" / "systemd"
+# systemd >= 253 gets this drop-in too (Type=notify-reload), as the .deb built there does
+NOTIFY_RELOAD_DROPIN = UNIT_SRC / "svcengine@.service.d" / "notify-reload.conf"
+NOTIFY_RELOAD_SINCE = 253
+
+# Debian suite -> what it brings; the first is box.sh's default
+RELEASES = {"bookworm": "Debian 12, systemd 252", "trixie": "Debian 13, systemd 257"}
+
+
+def releases() -> list[str]:
+    """The suites to test in: $SVCENGINE_BOX_RELEASES (space or comma separated), else all."""
+    wanted = os.environ.get("SVCENGINE_BOX_RELEASES", "").replace(",", " ").split()
+    unknown = [s for s in wanted if s not in RELEASES]
+    if unknown:
+        raise ValueError(f"SVCENGINE_BOX_RELEASES: unknown suite(s) {unknown}; known: {RELEASES}")
+    return wanted or list(RELEASES)
+
+
+def box_name(base: str, suite: str) -> str:
+    """One box per suite: the default suite's box keeps the base name (as box.sh names it)."""
+    return base if suite == next(iter(RELEASES)) else f"{base}-{suite}"
+
 
 # paths inside the box
 UNIT_DIR = "/etc/systemd/system"
@@ -85,17 +111,37 @@ def wait_none_left(box: Box, timeout: float = 60) -> None:
         raise AssertionError(f"svcengine processes left in the box: {left}") from None
 
 
-def _box_env(name: str | None) -> dict[str, str] | None:
-    return None if name is None else {**os.environ, "BOX_NAME": name}
+def _box_env(name: str | None, suite: str | None = None) -> dict[str, str] | None:
+    if name is None and suite is None:
+        return None
+    env = dict(os.environ)
+    if name is not None:
+        env["BOX_NAME"] = name
+    if suite is not None:
+        env["BOX_SUITE"] = suite
+    return env
 
 
 class Box:
     """Commands into the booted box, and waiting on its units with deadlines.
 
-    name: the box.sh BOX_NAME (default: box.sh's own default, or $BOX_NAME)."""
+    name: the box.sh BOX_NAME (default: box.sh's own default, or $BOX_NAME); suite: its
+    Debian suite (BOX_SUITE)."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, suite: str | None = None) -> None:
         self.name = name
+        self.suite = suite
+        self._systemd: int | None = None
+
+    @property
+    def systemd(self) -> int:
+        """The box's systemd version (252, 257, ...)."""
+        if self._systemd is None:
+            first = self.out("systemctl", "--version").split("\n", 1)[0]
+            m = re.match(r"systemd (\d+)", first)
+            assert m, f"systemctl --version: {first!r}"
+            self._systemd = int(m.group(1))
+        return self._systemd
 
     def run(
         self, *argv: str, check: bool = True, input: bytes | str | None = None, timeout: float = 60
@@ -105,7 +151,7 @@ class Box:
             input=input.encode() if isinstance(input, str) else input,
             capture_output=True,
             timeout=timeout,
-            env=_box_env(self.name),
+            env=_box_env(self.name, self.suite),
         )
         if check and proc.returncode != 0:
             raise BoxError(
@@ -291,27 +337,34 @@ def skip_reason() -> str | None:
     return None
 
 
-def box_sh(*args: str, timeout: float, name: str | None = None) -> subprocess.CompletedProcess:
-    """Run box.sh (up, down, ...) for the box called name (default: box.sh's default)."""
+def box_sh(
+    *args: str, timeout: float, name: str | None = None, suite: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run box.sh (up, down, ...) for the box called name (default: box.sh's default) of the
+    Debian suite (default: box.sh's, bookworm)."""
     return subprocess.run(
         [str(BOX_SH), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
-        env=_box_env(name),
+        env=_box_env(name, suite),
     )
 
 
 def provision(b: Box, wheel_dir: Path) -> None:
-    wheel = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if wheel.returncode != 0:
-        pytest.fail(f"building the wheel failed:\n{wheel.stdout}{wheel.stderr}")
+    """Install this checkout's wheel (built into wheel_dir once, for every release's box), the
+    units, the examples and the test workers."""
+    if not list(wheel_dir.glob("svcengine-*.whl")):
+        wheel = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir)]
+            + [str(REPO)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if wheel.returncode != 0:
+            pytest.fail(f"building the wheel failed:\n{wheel.stdout}{wheel.stderr}")
     (whl,) = wheel_dir.glob("svcengine-*.whl")
 
     # The box's rootfs persists between sessions: forget what an earlier (maybe aborted) one left.
@@ -337,7 +390,11 @@ def provision(b: Box, wheel_dir: Path) -> None:
     # pip puts the script in /usr/local/bin; the units (like the .deb) use /usr/bin/svcengine
     b.sh("ln -sf /usr/local/bin/svcengine /usr/bin/svcengine; rm -f /tmp/svcengine-*.whl")
     for unit in UNIT_SRC.glob("*@.*"):
-        b.write(f"{UNIT_DIR}/{unit.name}", unit.read_text())
+        if unit.is_file():
+            b.write(f"{UNIT_DIR}/{unit.name}", unit.read_text())
+    if b.systemd >= NOTIFY_RELOAD_SINCE:
+        dropin = NOTIFY_RELOAD_DROPIN
+        b.write(f"{UNIT_DIR}/{dropin.parent.name}/{dropin.name}", dropin.read_text())
     b.put_dir(HERE / "inbox", TEST_LIB)
     if (REPO / "examples").is_dir():
         b.put_dir(REPO / "examples", EXAMPLES)

@@ -1,8 +1,11 @@
-"""The `box` fixture: a real systemd 252 (Debian 12) booted with tests/systemd/box.sh, with this
-checkout's wheel, the unit files, the examples and the test workers installed in it.
+"""The `box` fixture: a real systemd booted with tests/systemd/box.sh, once per Debian release
+(boxlib.RELEASES: Debian 12 with systemd 252, Debian 13 with systemd 257), with this checkout's
+wheel, the unit files, the examples and the test workers installed in it. Every test that uses
+it runs in each release; pytest finishes one release's box before it boots the next.
 
 Needs root. Skips (with the reason) where systemd-nspawn cannot work. Each run boots boxes named
-for it (svcengine-test-PID, svcengine-deb-PID) and removes them after; set BOX_NAME (and
+for it (svcengine-test-PID, svcengine-deb-PID, each with -trixie for Debian 13) and removes
+them after; set BOX_NAME (and
 SVCENGINE_DEB_BOX) to use fixed names instead. Set SVCENGINE_BOX_KEEP=1 to leave the box running
 after the session (inspect it with `BOX_NAME=... tests/systemd/box.sh exec ...`).
 """
@@ -15,6 +18,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from boxlib import (
@@ -22,8 +26,10 @@ from boxlib import (
     EXIT_PROBE,
     UNIT_DIR,
     Box,
+    box_name,
     box_sh,
     provision,
+    releases,
     skip_reason,
     wait_none_left,
 )
@@ -43,8 +49,8 @@ def _own_boxes_removed() -> Iterator[None]:
     that per-run names leave no rootfs copies behind (the cached tarball stays)."""
     yield
     box_dir = os.environ.get("BOX_DIR", "/var/lib/svcengine-testbox")
-    for var in _OWN_BOXES:
-        name = os.environ[var]
+    names = [box_name(os.environ[var], suite) for var in _OWN_BOXES for suite in releases()]
+    for name in names:
         if (
             os.path.isdir(os.path.join(box_dir, name))
             and os.environ.get("SVCENGINE_BOX_KEEP") != "1"
@@ -57,24 +63,31 @@ def _own_boxes_removed() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def box(tmp_path_factory) -> Iterator[Box]:
+def wheel_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("wheel")
+
+
+@pytest.fixture(scope="session", params=releases())
+def box(request, wheel_dir: Path) -> Iterator[Box]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
+    suite = request.param
+    name = box_name(os.environ.get("BOX_NAME", "svcengine-test"), suite)
     t0 = time.monotonic()
     # first run: apt-get + debootstrap (a minute or two); later: the cached tarball, about 1 s
-    up = box_sh("up", timeout=900)
+    up = box_sh("up", timeout=900, name=name, suite=suite)
     if up.returncode != 0:
-        box_sh("down", timeout=120)
-        pytest.fail(f"box.sh up failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
-    b = Box()
+        box_sh("down", timeout=120, name=name, suite=suite)
+        pytest.fail(f"box.sh up ({name}) failed (exit {up.returncode}):\n{up.stderr}{up.stdout}")
+    b = Box(name, suite)
     try:
-        provision(b, tmp_path_factory.mktemp("wheel"))
-        print(f"\nbox ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        provision(b, wheel_dir)
+        print(f"\n{suite} box ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         yield b
     finally:
         if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
-            down = box_sh("down", timeout=120)
+            down = box_sh("down", timeout=120, name=name, suite=suite)
             assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
             assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
 

@@ -1,11 +1,12 @@
-"""The Debian package under a real systemd 252 (Debian 12): build the .deb with
-packaging/build-deb.sh, `dpkg -i` it into a box, run a pool through the packaged template unit,
-reload, stop, and `dpkg --purge`; then prove nothing is left behind.
+"""The Debian package under a real systemd, in Debian 12 (systemd 252) and Debian 13 (systemd
+257): build the .deb once with packaging/build-deb.sh on this machine, `dpkg -i` it into a box of
+each release, run a pool through the packaged template unit, reload, stop, and `dpkg --purge`;
+then prove nothing is left behind. One package suits both releases (packaging/debian/README).
 
-Its own box (BOX_NAME=svcengine-deb, or $SVCENGINE_DEB_BOX), not the `box` fixture's: that one
-has the wheel pip-installed in /usr/local and the units copied to /etc/systemd/system, which
-would shadow the package's. The box is offline; Debian's python3-daemon, python3-sdnotify,
-python3-setproctitle and procps are in its rootfs.
+Its own boxes (BOX_NAME=svcengine-deb, or $SVCENGINE_DEB_BOX; "-trixie" appended for Debian
+13), not the `box` fixture's: that one has the wheel pip-installed in /usr/local and the units
+copied to /etc/systemd/system, which would shadow the package's. The boxes are offline; Debian's
+python3-daemon, python3-sdnotify, python3-setproctitle and procps are in their rootfs.
 
 Run: sudo python -m pytest -m systemd tests/systemd/test_deb.py
   SVCENGINE_DEB=path/to/svcengine_X_all.deb   test that package instead of building one
@@ -27,8 +28,10 @@ from boxlib import (
     REPO,
     TEST_LIB,
     Box,
+    box_name,
     box_sh,
     ours,
+    releases,
     skip_reason,
     wait_none_left,
     wait_until,
@@ -36,14 +39,15 @@ from boxlib import (
 
 pytestmark = pytest.mark.systemd
 
-BOX_NAME = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
-BUILD = REPO / "packaging" / "build-deb.sh"
+BOX_BASE = os.environ.get("SVCENGINE_DEB_BOX", "svcengine-deb")
 PROBE = Path(__file__).resolve().parent / "inbox" / "boxprobe.py"
 APP = "svcengine@app.service"
 APP_DIR = "/opt/svcengine-app"  # where the administrator drops the worker module
 READY = "2/2 workers ready"
 TEMPLATES = ("svcengine@.service", "svcengine@.socket", "svcengine-forking@.service")
-UNIT_DIR = "/lib/systemd/system"  # Debian 12's debhelper installs units here
+# Debian 13's debhelper installs units here, and the package does so on Debian 12 too (the same
+# directory there: /lib is a link to usr/lib); Debian 13's lintian flags /lib/systemd/system
+UNIT_DIR = "/usr/lib/systemd/system"
 APP_MODULE = '''\
 """An application's worker, as an administrator would drop it next to the packaged engine."""
 
@@ -67,29 +71,56 @@ SEARCH = "/etc /lib /usr /run /var/lib /var/cache /var/log /srv /opt /tmp /root"
 
 
 class DebBox(Box):
-    """boxlib's Box, driving the box named BOX_NAME."""
+    """boxlib's Box, driving the package's box of one Debian suite."""
 
-    def __init__(self) -> None:
-        super().__init__(BOX_NAME)
+    def __init__(self, suite: str) -> None:
+        super().__init__(box_name(BOX_BASE, suite), suite)
 
     def lines(self, script: str) -> list[str]:
         return sorted(line for line in self.sh(script).splitlines() if line)
 
 
+def snapshot(dest: Path) -> Path:
+    """This working tree (tracked files with their edits, untracked ones git does not ignore),
+    committed into a fresh repository at dest/svcengine: what a clean clone of it would be."""
+    clone = dest / "svcengine"
+    clone.mkdir(parents=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    present = b"\0".join(f for f in files if f and (REPO / f.decode()).exists())
+    tar = subprocess.run(
+        ["tar", "--null", "-T", "-", "-cf", "-"], cwd=REPO, input=present, capture_output=True
+    )
+    assert tar.returncode == 0, tar.stderr
+    subprocess.run(["tar", "-C", str(clone), "-xf", "-"], input=tar.stdout, check=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
+    return clone
+
+
 @pytest.fixture(scope="session")
-def deb(tmp_path_factory) -> Path:
-    """The package: $SVCENGINE_DEB, or built once per session with packaging/build-deb.sh from
-    this checkout's working tree (on CI, a clean clone: the same as building HEAD)."""
+def deb_build(tmp_path_factory) -> tuple[Path, Path]:
+    """(the .deb, the checkout it was built in): built once per session with
+    packaging/build-deb.sh in a snapshot of this working tree that sits, like a clone in /root,
+    in a directory that nobody (lintian's user) cannot enter."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    given = os.environ.get("SVCENGINE_DEB")
-    if given:
-        return Path(given).resolve(strict=True)
-    dist = tmp_path_factory.mktemp("dist")
+    base = tmp_path_factory.mktemp("deb")
+    hidden = base / "private"
+    hidden.mkdir(mode=0o700)
+    clone = snapshot(hidden)
+    dist = base / "dist"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [str(BUILD), "--worktree"],
+        [str(clone / "packaging" / "build-deb.sh")],
+        cwd=clone,
         capture_output=True,
         text=True,
         timeout=1800,  # a fresh machine installs the build dependencies first
@@ -97,22 +128,31 @@ def deb(tmp_path_factory) -> Path:
         env={**os.environ, "DIST": str(dist)},
     )
     if proc.returncode != 0:
-        pytest.fail(f"{BUILD} failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        pytest.fail(f"build-deb.sh failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
     (path,) = dist.glob("svcengine_*_all.deb")
     print(f"\nbuilt {path.name} in {time.monotonic() - t0:.1f} s:\n{proc.stderr}", file=sys.stderr)
-    return path
+    return path, clone
 
 
-@pytest.fixture(scope="module")
-def debbox() -> Iterator[DebBox]:
+@pytest.fixture(scope="session")
+def deb(request) -> Path:
+    """The package: $SVCENGINE_DEB, or the one deb_build made."""
+    given = os.environ.get("SVCENGINE_DEB")
+    if given:
+        return Path(given).resolve(strict=True)
+    return request.getfixturevalue("deb_build")[0]
+
+
+@pytest.fixture(scope="session", params=releases())
+def debbox(request) -> Iterator[DebBox]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    up = box_sh("up", timeout=900, name=BOX_NAME)
+    b = DebBox(request.param)
+    up = box_sh("up", timeout=900, name=b.name, suite=b.suite)
     if up.returncode != 0:
-        box_sh("down", timeout=120, name=BOX_NAME)
-        pytest.fail(f"box.sh up ({BOX_NAME}) failed (exit {up.returncode}):\n{up.stderr}")
-    b = DebBox()
+        box_sh("down", timeout=120, name=b.name, suite=b.suite)
+        pytest.fail(f"box.sh up ({b.name}) failed (exit {up.returncode}):\n{up.stderr}")
     try:
         b.write(f"{TEST_LIB}/boxprobe.py", PROBE.read_text())
         forget(b)  # the rootfs persists between sessions: forget what an aborted one left
@@ -122,7 +162,7 @@ def debbox() -> Iterator[DebBox]:
         yield b
     finally:
         if os.environ.get("SVCENGINE_BOX_KEEP") != "1":
-            down = box_sh("down", timeout=120, name=BOX_NAME)
+            down = box_sh("down", timeout=120, name=b.name, suite=b.suite)
             assert down.returncode == 0, f"box.sh down failed:\n{down.stderr}"
             assert "leftover" not in down.stderr, f"processes outlived the box:\n{down.stderr}"
 
@@ -227,8 +267,14 @@ def test_install_start_reload_stop_purge(debbox: DebBox, installed: dict):
     assert module == "/usr/lib/python3/dist-packages/svcengine/__init__.py", module
     for unit in TEMPLATES:
         b.run("test", "-f", f"{UNIT_DIR}/{unit}")
-    fragment = b.systemctl("show", "-p", "FragmentPath", APP).strip()
-    assert fragment == f"FragmentPath={UNIT_DIR}/svcengine@.service", fragment
+    fragment = b.systemctl("show", "-p", "FragmentPath", APP).strip().removeprefix("FragmentPath=")
+    # systemd 252 names it by /lib (first in its search path), the same directory on merged /usr
+    assert b.out("readlink", "-f", fragment).strip() == f"{UNIT_DIR}/svcengine@.service", fragment
+    # the notify-reload drop-in comes with a package built with systemd >= 253 (Debian 13)
+    dropin = f"{UNIT_DIR}/svcengine@.service.d/notify-reload.conf"
+    has_dropin = b.run("test", "-f", dropin, check=False).returncode == 0
+    unit_type = b.systemctl("show", "-p", "Type", APP).strip()
+    assert unit_type == ("Type=notify-reload" if has_dropin else "Type=notify"), unit_type
     conffiles = b.out("dpkg-query", "-W", "-f", "${Conffiles}", "svcengine")
     assert "/etc/svcengine/example.toml" in conffiles, conffiles
     for path in ("/usr/share/man/man1/svcengine.1.gz", "/usr/share/doc/svcengine/copyright"):
@@ -286,6 +332,8 @@ def test_install_start_reload_stop_purge(debbox: DebBox, installed: dict):
     text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
     # dpkg says so itself: /etc/svcengine holds the administrator's app.toml
     assert re.search(r"directory '/etc/svcengine' not empty so not removed", text), text
+    # and of nothing else (Debian 13 said so of /lib/systemd/system when the units were there)
+    assert len(re.findall(r"not empty so not removed", text)) == 1, text
     assert_purged(b, files, installed["accounts"])
 
 
@@ -343,3 +391,61 @@ def test_upgrade_restarts_running_instances(debbox: DebBox, installed: dict, deb
     assert not [p for p in old if key(p) in now], "the old pool outlived the restart"
     assert len(pool(b, int(new["MainPID"]))) == 2
     assert b.show("svcengine@idle.service")["ActiveState"] == "inactive"
+
+
+def test_build_deb_from_a_checkout_nobody_can_enter(deb_build):
+    """build-deb.sh runs lintian as nobody when run as root; a checkout in a directory nobody
+    cannot enter (a clone in /root) builds all the same (it failed: lintian "Can't cd to ...:
+    Permission denied", exit 13). deb_build built in such a place; this proves it was one."""
+    path, clone = deb_build
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    assert subprocess.run([*nobody, "test", "-x", str(clone.parent)]).returncode != 0
+    lintian = (path.parent / "lintian.txt").read_text()
+    assert not re.search(r"(?m)^[EW]: |Can't cd", lintian), lintian
+
+
+def lib_layout_deb(deb: Path, tmp: Path) -> Path:
+    """The package as debhelper 13.11 (Debian 12) laid it out before: units in /lib/systemd/system,
+    an older version. Made from `deb` with dpkg-deb, so it differs in nothing else."""
+    tree = tmp / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    (tree / "lib").mkdir()
+    (tree / "usr" / "lib" / "systemd").rename(tree / "lib" / "systemd")
+    control = tree / "DEBIAN" / "control"
+    text = re.sub(r"(?m)^Version: (.*)$", r"Version: \1~old1", control.read_text())
+    control.write_text(text)
+    md5 = tree / "DEBIAN" / "md5sums"
+    md5.write_text(md5.read_text().replace("  usr/lib/systemd/", "  lib/systemd/"))
+    old = tmp / "svcengine_old_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(old)],
+        check=True,
+        capture_output=True,
+    )
+    return old
+
+
+def test_upgrade_from_units_in_lib_keeps_them(debbox: DebBox, deb: Path, tmp_path):
+    """Moving the units from /lib to /usr/lib: on a merged-/usr system both paths are one file,
+    and dpkg must not delete it as the old package's obsolete path during the upgrade."""
+    b = debbox
+    old = lib_layout_deb(deb, tmp_path)
+    try:
+        b.write(f"/tmp/{old.name}", old.read_bytes())
+        b.run("dpkg", "-i", f"/tmp/{old.name}", timeout=180)
+        assert f"/lib/systemd/system/{TEMPLATES[0]}" in package_files(b)
+        b.write(f"/tmp/{deb.name}", deb.read_bytes())
+        out = b.run("dpkg", "-i", f"/tmp/{deb.name}", timeout=180)
+        text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+        files = package_files(b)
+        for unit in TEMPLATES:
+            assert f"{UNIT_DIR}/{unit}" in files, files
+            b.run("test", "-f", f"{UNIT_DIR}/{unit}")
+            b.run("test", "-f", f"/lib/systemd/system/{unit}")  # the same file, by the /lib link
+        assert "not empty so not removed" not in text, text
+        drop_app(b)
+        start_app(b)
+    finally:
+        b.run("rm", "-f", f"/tmp/{old.name}", f"/tmp/{deb.name}")
+        forget(b)
+        wait_none_left(b)

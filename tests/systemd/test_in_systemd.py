@@ -1,5 +1,5 @@
-"""svcengine under a real systemd 252 (Debian 12) in the nspawn box: the shipped units, the
-installed wheel, real processes. Every wait is on an event with a deadline.
+"""svcengine under a real systemd (Debian 12: 252, Debian 13: 257) in the nspawn box: the shipped
+units, the installed wheel, real processes. Every wait is on an event with a deadline.
 
 Run: sudo python -m pytest -m systemd tests/systemd   (first run builds the box rootfs, ~1-2 min)
 """

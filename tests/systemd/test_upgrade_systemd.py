@@ -1,4 +1,4 @@
-"""A zero-downtime USR2 upgrade under the real systemd 252 in the box, with clients inside it.
+"""A zero-downtime USR2 upgrade under the real systemd in the box (252, 257), with clients in it.
 
 The unit has NotifyAccess=all; the new master sends MAINPID=<self> + READY=1, then BARRIER=1,
 then TERM to the old master. What systemd must see: the unit active/running the whole time,
@@ -43,7 +43,7 @@ class BoxLoad:
         self.proc = subprocess.Popen(
             [str(BOX_SH), "exec", "python3", f"{TEST_LIB}/boxload.py"]
             + [f"127.0.0.1:{PORT}", str(clients), str(seconds), str(warm)],
-            env=_box_env(box.name),
+            env=_box_env(box.name, box.suite),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
