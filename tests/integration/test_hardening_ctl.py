@@ -224,7 +224,10 @@ FAKE = (
     "    c, _ = s.accept()\n"
     "    c.recv(4096)\n"
     "    pid = answer or os.getpid()\n"
-    "    c.sendall(json.dumps({'ok': True, 'pid': pid, 'workers': 1}).encode() + b'\\n')\n"
+    "    try:\n"
+    "        c.sendall(json.dumps({'ok': True, 'pid': pid, 'workers': 1}).encode() + b'\\n')\n"
+    "    except OSError:\n"
+    "        pass  # a ctl that refused us hung up before reading: it must not end this server\n"
     "    c.close()\n"
 )
 

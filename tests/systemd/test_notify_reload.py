@@ -60,12 +60,6 @@ def test_reload_returns_once_the_new_workers_are_ready(notify_reload: Box, units
     print(f"systemctl reload took {took:.2f} s")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the engine's notify-reload fix (master loop): a refused or abandoned reload "
-    "must still send RELOADING=1 + MONOTONIC_USEC, then READY=1 with the failure in STATUS=; "
-    "until then `systemctl reload` waits for its timeout",
-)
 def test_a_refused_reload_returns_with_the_reason(notify_reload: Box, units):
     box = notify_reload
     units.config("app", MARKER_TOML)
