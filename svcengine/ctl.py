@@ -149,9 +149,10 @@ def _master_pid(args: argparse.Namespace) -> int:
     return _ask_master(args, {"cmd": "pid"})[1]
 
 
-def _send(args: argparse.Namespace, command: str) -> int:
-    """Have the master carry out `command`; return its pid. With no socket to take it, or
-    a master too old to know the name, send the default preset's signal instead."""
+def _send(args: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]]:
+    """Have the master carry out `command`; return its pid and its answer ({} when it got a
+    signal). With no socket to take it, or a master too old to know the name, send the
+    default preset's signal instead."""
     try:
         reply, pid = _ask_master(args, {"cmd": command})
     except NotAnswering as exc:
@@ -161,7 +162,7 @@ def _send(args: argparse.Namespace, command: str) -> int:
         pid, why = locked, f"no control socket answers at {exc.where}"
     else:
         if reply.get("ok"):
-            return pid
+            return pid, reply
         error = str(reply.get("error", "refused"))
         if not error.startswith("unknown command"):
             raise RuntimeError(error)
@@ -173,7 +174,7 @@ def _send(args: argparse.Namespace, command: str) -> int:
         "what its signal_map says (docs/signals.md)",
         file=sys.stderr,
     )
-    return pid
+    return pid, {}
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -232,9 +233,11 @@ def _upgrade(args: argparse.Namespace) -> int:
         before = (_ask(args, {"cmd": "status"}).get("upgrade") or {}).get("attempt")
     except (OSError, ValueError):
         before = None
-    old = _send(args, "upgrade")
+    old, reply = _send(args, "upgrade")
     deadline = time.monotonic() + args.timeout
-    new: int | None = None  # the successor, once the old master names it
+    up = reply.get("upgrade") or {}
+    # the successor, named in the answer (the master forks it before answering) or later
+    new: int | None = up.get("pid") if up.get("attempt") != before else None
     old_gone = False
     while time.monotonic() < deadline:
         if not old_gone:
@@ -298,7 +301,7 @@ def main(argv: list[str]) -> int:
         if args.command == "upgrade":
             return _upgrade(args)
         t0 = time.monotonic()
-        pid = _send(args, args.command)
+        pid, _ = _send(args, args.command)
         if args.command in ("stop", "quit"):
             if not _wait_gone(pid, args.timeout):
                 return _fail(f"pid {pid} still running after {args.timeout:.0f}s", 1)

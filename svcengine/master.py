@@ -774,7 +774,10 @@ class Master:
         if command is not None:  # what a signal means under the default signal_map
             log.debug("control socket: %s: %s", cmd, command.value)
             self.handle(command)
-            return {"ok": True, "pid": self.pid, "workers": len(self.pool.workers())}
+            reply = {"ok": True, "pid": self.pid, "workers": len(self.pool.workers())}
+            if command is Command.UPGRADE and self.upgrader and self.upgrader.current:
+                reply["upgrade"] = self.upgrader.current.as_dict()  # ctl follows its successor
+            return reply
         if cmd == "scale":
             arg = str(req.get("n", ""))
             try:

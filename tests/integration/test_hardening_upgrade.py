@@ -191,6 +191,34 @@ def test_ctl_stop_during_the_upgrade_stops_old_and_new(service, tmp_path, comman
         _stop(new)
 
 
+def test_ctl_upgrade_reports_a_stop_that_ends_the_upgrade(service, tmp_path):
+    """A stop right after the USR2 (before ctl could read the successor's pid from the
+    status) ends both masters: ctl upgrade says so at once instead of waiting out --timeout."""
+    svc = _gated_service(service, tmp_path)
+    (tmp_path / "gate").touch()
+    ctl = subprocess.Popen(
+        [sys.executable, "-m", "svcengine", "ctl", "--pid", str(tmp_path / "app.pid")]
+        + ["--timeout", "60", "upgrade"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    new = 0
+    try:
+        new = _new_master(svc)
+        svc.kill(signal.SIGTERM)
+        assert svc.wait_exit(30) == 0
+        out, err = ctl.communicate(timeout=20)
+        assert ctl.returncode == 1, out + err
+        assert "upgrade abandoned" in err or "both exited" in err, err
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+        if new:
+            _stop(new)
+
+
 # --- item 15b: HUP to the new master before it is ready -------------------------------
 def test_hup_to_the_new_master_before_ready_still_takes_over(service, tmp_path):
     svc = _gated_service(service, tmp_path)
