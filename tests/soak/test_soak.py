@@ -450,7 +450,7 @@ class Soak:
         masters and every worker exit. Then the service is started again."""
         old_tree = {self.master, *children(self.master)}
         t0 = time.monotonic()
-        upgrade = self.svc.ctl_async("upgrade")
+        upgrade = self.svc.ctl_async("--timeout", "30", "upgrade")
         try:
             new = wait_for(
                 lambda: (self.svc.status().get("upgrade") or {}).get("pid") or None,
@@ -465,10 +465,12 @@ class Soak:
             upgrade.wait(30)
         self.svc.reap(self.master)
         self.svc.reap(new)
-        # the service was down until here: a stop explains every request that failed meanwhile
-        self.fault(10**9, t0)
         self.master = self.svc.start()
         self.target = self.svc.workers
+        self.converge()
+        # the service was down until it served again: the stop explains every request that
+        # failed meanwhile (refused while nothing listened)
+        self.fault(10**9, t0)
         self.say(f"TERM during an upgrade stopped both masters; restarted as {self.master}")
 
     # --- the run ------------------------------------------------------------------------------
@@ -597,9 +599,16 @@ def summary(soak: Soak, seed: int, explained: list[tuple[Failure, Fault | None]]
         f"soak: {soak.load.ok} requests ok, {len(soak.load.failures)} failed; "
         f"{len(victims)} faults killed a worker that may have held a request"
     )
+    shown: Counter[int] = Counter()  # a stop explains many refusals: a few lines per fault
     for f, fault in explained:
-        why = f"in flight at step {fault.step} ({fault.kind})" if fault else "UNEXPLAINED"
-        print(f"soak:   failed {why}: {f.error} after {f.end - f.start:.3f} s")
+        key = fault.step if fault else -1
+        shown[key] += 1
+        if fault is None or shown[key] <= 3:
+            why = f"in flight at step {fault.step} ({fault.kind})" if fault else "UNEXPLAINED"
+            print(f"soak:   failed {why}: {f.error} after {f.end - f.start:.3f} s")
+    for step, n in sorted(shown.items()):
+        if step >= 0 and n > 3:
+            print(f"soak:   ... {n} failed requests in all at step {step}")
     fds = [s[1] for s in soak.samples]
     rss = [s[2] for s in soak.samples]
     print(
