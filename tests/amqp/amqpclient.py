@@ -31,6 +31,24 @@ def publish(url: str, queue: str, bodies: list[tuple[str, str]]) -> None:
             )
 
 
+def publish_bulk(url: str, queue: str, bodies: list[tuple[str, str]], timeout: float = 120) -> None:
+    """Like publish(), without a round trip per message: the queue's count proves arrival."""
+    import time
+
+    before = count(url, queue)
+    with connect(url) as conn:
+        ch = conn.channel()
+        for mid, body in bodies:
+            ch.basic_publish(
+                "", queue, body.encode(), pika.BasicProperties(message_id=mid, delivery_mode=2)
+            )
+    deadline = time.monotonic() + timeout
+    while count(url, queue) < before + len(bodies):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(bodies)} messages published, not all in {queue!r}")
+        time.sleep(0.2)  # the broker announces nothing: ask again
+
+
 def count(url: str, queue: str) -> int:
     """Messages ready in the queue (not those delivered and unacked)."""
     with connect(url) as conn:
