@@ -11,6 +11,7 @@ acked on the new one: the broker redelivers it (at least once, never lost).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -70,6 +71,11 @@ class Consumer(Worker):
         self._conn: pika.BlockingConnection | None = None
         self._session = 0
         self._session_live = False
+        self._channel: Any = None  # the I/O thread's, like _unsettled
+        self._unsettled: set[int] = set()  # delivery tags of this session not yet settled
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._done: collections.deque[_Job] = collections.deque()  # handled, to settle
+        self._done_lock = threading.Lock()
 
     def handle(self, message: Message) -> None:
         raise NotImplementedError("a Consumer subclass must implement handle(message)")
@@ -90,7 +96,6 @@ class Consumer(Worker):
 
         self.settings = settingsmod.parse(self.config.amqp, self.config.source)
         logging.getLogger("pika").setLevel(logging.WARNING)  # INFO is one line per frame type
-        self._jobs: queue.Queue[_Job] = queue.Queue()
         for i in range(self.settings.threads):
             threading.Thread(
                 target=self._handler_loop, name=f"amqp-handler-{i}", daemon=True
@@ -134,12 +139,14 @@ class Consumer(Worker):
             if s.declare:
                 self.declare(channel)
             channel.confirm_delivery()  # a retry's re-publish is confirmed before the ack
+            with self._done_lock:
+                self._done.clear()  # a lost session's results: never posted, never acked
             with self._lock:
                 self._session += 1
                 session = self._session
                 self._conn = conn
                 self._channel = channel
-                self._unsettled: set[int] = set()
+                self._unsettled = set()
             self._session_live = True
             tag = channel.basic_consume(
                 s.queue, lambda ch, m, p, b: self._deliver(session, m, p, b), auto_ack=False
@@ -257,6 +264,7 @@ class Consumer(Worker):
                 _describe(job.error),
                 s.retry_limit,
                 where,
+                exc_info=job.error,
             )
 
     def _forget_session(self) -> None:
@@ -288,10 +296,23 @@ class Consumer(Worker):
                 continue  # its channel is gone; the broker redelivers it
             try:
                 self.handle(job.message)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the message must still be settled
                 job.error = exc
                 self.logger.debug("handle() raised", exc_info=True)
-            self._post(lambda job=job: self._settle(job))
+            with self._done_lock:  # one wake-up of the I/O thread per batch, not per message
+                first = not self._done
+                self._done.append(job)
+            if first:
+                self._post(self._settle_done)
+
+    def _settle_done(self) -> None:
+        """In the I/O thread: settle every handled job queued so far."""
+        while True:
+            with self._done_lock:
+                if not self._done:
+                    return
+                job = self._done.popleft()
+            self._settle(job)
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -12,9 +12,10 @@ from harness import wait_for
 
 def test_consumes_every_message_and_acks_it(amqp_service, broker, queue_name):
     amqpclient.declare(broker.url, queue_name)
-    amqpclient.publish(broker.url, queue_name, [(f"m{i}", "x") for i in range(300)])
     svc = amqp_service(workers=2, prefetch=5)
     svc.wait_ready(60)  # READY=1 only once every worker consumes
+    # after READY, so the broker spreads them over both consumers
+    amqpclient.publish(broker.url, queue_name, [(f"m{i}", "work:0.002") for i in range(300)])
     wait_for(lambda: len(svc.handled()) >= 300, 60, "300 messages handled", step=0.1)
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit(60) == 0
