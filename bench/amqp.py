@@ -212,12 +212,13 @@ def main() -> int:
 
 
 def table(rates: dict[tuple[str, int], list[float]], counts: list[int], peers: list[str]):
-    head = "| workers | " + " | ".join(f"{p} msg/s per worker" for p in peers)
+    head = "| workers | " + " | ".join(f"{p} msg/s per worker (min–max)" for p in peers)
     head += " | svcengine/plain" + (" | svcengine/celery |" if "celery" in peers else " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for w in counts:
         med = {p: statistics.median(rates[(p, w)]) / w for p in peers}
-        row = f"| {w} | " + " | ".join(f"{med[p]:.0f}" for p in peers)
+        span = {p: f"{min(rates[(p, w)]) / w:.0f}–{max(rates[(p, w)]) / w:.0f}" for p in peers}
+        row = f"| {w} | " + " | ".join(f"{med[p]:.0f} ({span[p]})" for p in peers)
         row += f" | {med['svcengine'] / med['plain']:.2f}"
         if "celery" in peers:
             row += f" | {med['svcengine'] / med['celery']:.2f}"
@@ -229,17 +230,25 @@ def report(lines: list[str], cmd: str, args: argparse.Namespace, no_celery: str)
     m = machine()
     import pika
 
+    celery = subprocess.run(
+        [str(VENV_PY), "-c", "import celery; print(celery.__version__)"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return "\n".join(
         [
             "# AMQP consumer throughput: svcengine vs a plain pika loop (and Celery)",
             "",
             f"`{cmd}` — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {m['nproc']} CPUs "
             f"({m['cpu']}), {m['memory']}, {m['os']}, kernel {m['kernel']}; RabbitMQ "
-            f"from Debian's rabbitmq-server on loopback; pika {pika.__version__}.",
+            f"from Debian's rabbitmq-server on loopback; pika {pika.__version__}"
+            + (f", celery {celery} (prefork)." if celery and not no_celery else "."),
             "",
             f"{args.messages} persistent messages per run, prefetch {args.prefetch}, manual acks, "
             "the same per-message work in every peer (one write of the time to a file); "
-            f"median of {args.runs} interleaved runs. Ratio > 1: svcengine is faster.",
+            f"median of {args.runs} interleaved runs (min–max in brackets). Ratio > 1: "
+            "svcengine is faster. The machine is shared (2 CPUs, other test runs): the spread "
+            "between runs is wider than the difference between plain and svcengine.",
             "",
             *lines,
             "",
