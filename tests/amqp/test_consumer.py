@@ -31,6 +31,11 @@ def test_not_ready_until_consuming(amqp_service, broker, queue_name):
     """declare = false and no queue: the worker retries, the master never says READY."""
     svc = amqp_service(workers=1, declare=False, reconnect_backoff_max=1.0)
     svc.wait_log(r"NOT_FOUND - no queue", 60)
+    svc.mark()
+    svc.wait_log(r"NOT_FOUND - no queue", 30)  # and again, after a backoff
+    while svc.notify._receive(0) is not None:  # every datagram the master sent so far
+        pass
+    assert any("STATUS" in m for m in svc.notify.messages), "the master does talk to us"
     assert not any(m.get("READY") == "1" for m in svc.notify.messages)
     amqpclient.declare(broker.url, queue_name)  # the queue appears: the worker consumes
     svc.wait_ready(60)
