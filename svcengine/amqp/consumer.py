@@ -12,6 +12,7 @@ acked on the new one: the broker redelivers it (at least once, never lost).
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import queue
 import random
@@ -214,58 +215,9 @@ class Consumer(Worker):
             if job.error is None:
                 channel.basic_ack(tag)
             else:
-                self._failed(channel, job)
+                _retry_or_dead_letter(channel, job, self.settings, self.logger)
         finally:
             self._unsettled.discard(tag)
-
-    def _failed(self, channel: Any, job: _Job) -> None:
-        """Retry by re-publishing with a counter (confirmed, then ack); past the limit, nack."""
-        msg = job.message
-        s = self.settings
-        what = f"message {msg.message_id or msg.delivery_tag}"
-        if msg.retries < s.retry_limit:
-            import pika
-
-            p = msg.properties
-            headers = dict(msg.headers, **{RETRIES_HEADER: msg.retries + 1})
-            props = pika.BasicProperties(
-                content_type=p.content_type,
-                content_encoding=p.content_encoding,
-                headers=headers,
-                delivery_mode=p.delivery_mode or 2,
-                priority=p.priority,
-                correlation_id=p.correlation_id,
-                reply_to=p.reply_to,
-                expiration=p.expiration,
-                message_id=p.message_id,
-                timestamp=p.timestamp,
-                type=p.type,
-                app_id=p.app_id,
-            )
-            channel.basic_publish("", s.queue, msg.body, props)
-            channel.basic_ack(msg.delivery_tag)
-            self.logger.warning(
-                "%s: handle() raised %s; retry %d of %d",
-                what,
-                _describe(job.error),
-                msg.retries + 1,
-                s.retry_limit,
-            )
-        else:
-            channel.basic_nack(msg.delivery_tag, requeue=False)
-            where = (
-                f"dead-lettered to exchange {s.dead_letter_exchange!r}"
-                if s.dead_letter_exchange is not None
-                else "dead-lettered by the queue's policy, if any (else dropped by the broker)"
-            )
-            self.logger.error(
-                "%s: handle() raised %s after %d retries; %s",
-                what,
-                _describe(job.error),
-                s.retry_limit,
-                where,
-                exc_info=job.error,
-            )
 
     def _forget_session(self) -> None:
         self._session_live = False
@@ -313,6 +265,42 @@ class Consumer(Worker):
                     return
                 job = self._done.popleft()
             self._settle(job)
+
+
+def _retry_or_dead_letter(
+    channel: Any, job: _Job, s: settingsmod.Settings, logger: logging.Logger
+) -> None:
+    """Re-publish with the retry counter up (confirmed, then ack); past the limit, nack."""
+    msg = job.message
+    what = f"message {msg.message_id or msg.delivery_tag}"
+    if msg.retries < s.retry_limit:
+        props = copy.copy(msg.properties)  # the same message, one retry more
+        props.headers = dict(msg.headers, **{RETRIES_HEADER: msg.retries + 1})
+        props.delivery_mode = props.delivery_mode or 2
+        channel.basic_publish("", s.queue, msg.body, props)  # waits for the broker's confirm
+        channel.basic_ack(msg.delivery_tag)
+        logger.warning(
+            "%s: handle() raised %s; retry %d of %d",
+            what,
+            _describe(job.error),
+            msg.retries + 1,
+            s.retry_limit,
+        )
+        return
+    channel.basic_nack(msg.delivery_tag, requeue=False)
+    where = (
+        f"dead-lettered to exchange {s.dead_letter_exchange!r}"
+        if s.dead_letter_exchange is not None
+        else "dead-lettered by the queue's policy, if any (else dropped by the broker)"
+    )
+    logger.error(
+        "%s: handle() raised %s after %d retries; %s",
+        what,
+        _describe(job.error),
+        s.retry_limit,
+        where,
+        exc_info=job.error,
+    )
 
 
 def _describe(exc: BaseException | None) -> str:
