@@ -100,7 +100,8 @@ def start(peer: str, url: str, queue: str, workers: int, prefetch: int, out: Pat
         cfg = out / "app.toml"
         cfg.write_text(
             f'worker = "amqp_tick:Tick"\nworkers = {workers}\npython_path = ["{APPS}"]\n'
-            f'start_worker_delay_rand = 0.0\ncontrol_socket = "{out}/ctl.sock"\n[amqp]\nurl = "{url}"\nqueue = "{queue}"\n'
+            f'start_worker_delay_rand = 0.0\ncontrol_socket = "{out}/ctl.sock"\n'
+            f'[amqp]\nurl = "{url}"\nqueue = "{queue}"\n'
             f"prefetch = {prefetch}\n"
         )
         args = [str(VENV_PY), "-m", "svcengine", "--foreground", "--config", str(cfg)]
