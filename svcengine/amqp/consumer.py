@@ -277,7 +277,8 @@ def _retry_or_dead_letter(
         props = copy.copy(msg.properties)  # the same message, one retry more
         props.headers = dict(msg.headers, **{RETRIES_HEADER: msg.retries + 1})
         props.delivery_mode = props.delivery_mode or 2
-        channel.basic_publish("", s.queue, msg.body, props)  # waits for the broker's confirm
+        # confirmed and routed (mandatory), or it raises and the original is not acked
+        channel.basic_publish("", s.queue, msg.body, props, mandatory=True)
         channel.basic_ack(msg.delivery_tag)
         logger.warning(
             "%s: handle() raised %s; retry %d of %d",
