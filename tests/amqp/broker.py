@@ -48,7 +48,8 @@ def ensure_installed() -> None:
     try:
         for cmd in (
             ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rabbitmq-server"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
+            + ["-o", "DPkg::Lock::Timeout=300", "rabbitmq-server"],
         ):
             r = subprocess.run(
                 cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
