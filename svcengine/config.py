@@ -144,6 +144,8 @@ class Config:
     upgrade_timeout: float = 60.0
     start_timeout: float = 90.0  # --daemonize: the launcher gives up (and stops it) after this
     upgrade_command: list[str] | None = None
+    # the `[amqp]` table, for svcengine.amqp.Consumer workers (checked by its settings module)
+    amqp: dict[str, Any] = field(default_factory=dict)
 
     # where this config came from; not a key
     source: str | None = field(default=None, compare=False)
@@ -190,6 +192,10 @@ class Config:
             privileges.Identity.resolve(self.chuser, self.chgroup)
         except privileges.IdentityError as exc:
             raise ConfigError(str(exc), exc.key, src) from None
+        if self.amqp:
+            from .amqp import settings as amqp_settings  # no pika import: only the checks
+
+            amqp_settings.parse(self.amqp, src)
         for code in self.unrecoverable_exit_codes:
             if not 0 < code < 256:
                 raise ConfigError(
@@ -276,6 +282,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return any(_type_ok(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is dict:
+        return isinstance(value, dict)
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
@@ -293,6 +301,8 @@ def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is dict:
+        return "a table"
     if origin is list:
         return f"a list of {_type_name(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
     return names.get(hint, str(hint))

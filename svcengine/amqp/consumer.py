@@ -1,0 +1,309 @@
+"""The Consumer worker: handle(message) per delivery, acked only after it returns.
+
+One thread owns the pika connection (pika is not thread-safe) and keeps
+turning its I/O loop, so AMQP heartbeats flow while a handler runs for
+minutes. Handlers run in `threads` handler threads fed by a local queue that
+prefetch bounds; each result comes back to the I/O thread as a thread-safe
+callback, which acks (or retries / dead-letters) on the channel the message
+came from. A delivery from a connection that has since been replaced is never
+acked on the new one: the broker redelivers it (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..worker import Worker
+from . import settings as settingsmod
+
+if TYPE_CHECKING:
+    import pika
+    import pika.adapters.blocking_connection
+
+RETRIES_HEADER = "x-svcengine-retries"
+
+
+@dataclass
+class Message:
+    """One delivery as handle() sees it."""
+
+    body: bytes
+    properties: Any  # pika.BasicProperties
+    routing_key: str
+    exchange: str
+    redelivered: bool
+    delivery_tag: int
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str | None:
+        return getattr(self.properties, "message_id", None)
+
+    @property
+    def retries(self) -> int:
+        """How many times handle() already raised for this message."""
+        n = self.headers.get(RETRIES_HEADER, 0)
+        return n if isinstance(n, int) else 0
+
+
+@dataclass
+class _Job:
+    session: int
+    message: Message
+    error: BaseException | None = None
+
+
+class Consumer(Worker):
+    """Subclass it and write handle(); the `[amqp]` table of the config says where from."""
+
+    ready_on_run = False  # ready once the broker confirmed basic.consume
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()  # guards _conn: stop() may come before run() connects
+        self._conn: pika.BlockingConnection | None = None
+        self._session = 0
+        self._session_live = False
+        self._channel: Any = None  # the I/O thread's, like _unsettled
+        self._unsettled: set[int] = set()  # delivery tags of this session not yet settled
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._done: collections.deque[_Job] = collections.deque()  # handled, to settle
+        self._done_lock = threading.Lock()
+
+    def handle(self, message: Message) -> None:
+        raise NotImplementedError("a Consumer subclass must implement handle(message)")
+
+    def declare(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+        """Declare the queue (amqp.declare = true): durable, with its dead-letter exchange.
+
+        Override to declare exchanges and bindings too; call super() for the queue.
+        """
+        args = {}
+        if self.settings.dead_letter_exchange is not None:
+            args["x-dead-letter-exchange"] = self.settings.dead_letter_exchange
+        channel.queue_declare(self.settings.queue, durable=True, arguments=args or None)
+
+    # --- the engine's side ------------------------------------------------
+    def run(self) -> None:
+        import pika.exceptions
+
+        self.settings = settingsmod.parse(self.config.amqp, self.config.source)
+        logging.getLogger("pika").setLevel(logging.WARNING)  # INFO is one line per frame type
+        for i in range(self.settings.threads):
+            threading.Thread(
+                target=self._handler_loop, name=f"amqp-handler-{i}", daemon=True
+            ).start()
+        backoff = self.settings.reconnect_backoff_min
+        while not self.stopping:
+            try:
+                if self._consume():
+                    backoff = self.settings.reconnect_backoff_min
+            except pika.exceptions.AMQPError as exc:
+                self._forget_session()
+                delay = backoff * random.uniform(0.5, 1.0)  # spread the herd after a broker restart
+                self.logger.warning(
+                    "broker %s: %s; reconnecting in %.1fs",
+                    self.settings.safe_url,
+                    _describe(exc),
+                    delay,
+                )
+                backoff = min(backoff * 2, self.settings.reconnect_backoff_max)
+                self.wait(delay)
+        self.logger.info("stopped consuming from %r", self.settings.queue)
+
+    def stop(self) -> None:
+        self._post(lambda: None)  # wake the I/O loop: it sees `stopping` and cancels
+
+    # --- the I/O thread ---------------------------------------------------
+    def _consume(self) -> bool:
+        """One connection's life; returns True after a graceful stop, raises when lost."""
+        import pika
+
+        s = self.settings
+        params = pika.URLParameters(s.url)
+        params.heartbeat = s.heartbeat
+        params.socket_timeout = s.connect_timeout
+        params.blocked_connection_timeout = max(60.0, 2.0 * s.heartbeat)
+        params.connection_attempts = 1
+        conn = pika.BlockingConnection(params)
+        try:
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=s.prefetch)
+            if s.declare:
+                self.declare(channel)
+            channel.confirm_delivery()  # a retry's re-publish is confirmed before the ack
+            with self._done_lock:
+                self._done.clear()  # a lost session's results: never posted, never acked
+            with self._lock:
+                self._session += 1
+                session = self._session
+                self._conn = conn
+                self._channel = channel
+                self._unsettled = set()
+            self._session_live = True
+            tag = channel.basic_consume(
+                s.queue, lambda ch, m, p, b: self._deliver(session, m, p, b), auto_ack=False
+            )
+            self.logger.info(
+                "consuming from %r on %s (prefetch %d, %d handler thread(s))",
+                s.queue,
+                s.safe_url,
+                s.prefetch,
+                s.threads,
+            )
+            self.ready()
+            while not self.stopping:
+                conn.process_data_events(time_limit=1.0)
+                self.heartbeat()
+            self._drain(conn, channel, tag)
+            return True
+        finally:
+            self._forget_session()
+            if conn.is_open:
+                try:
+                    conn.close()
+                except Exception as exc:  # closing a connection that is going anyway
+                    self.logger.debug("closing the connection: %s", _describe(exc))
+
+    def _drain(self, conn: pika.BlockingConnection, channel: Any, tag: str) -> None:
+        """Graceful stop: no new deliveries, unstarted ones back, the ones in hand acked."""
+        channel.basic_cancel(tag)  # pika nacks (requeue) what it holds undispatched
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            channel.basic_nack(job.message.delivery_tag, requeue=True)
+            self._unsettled.discard(job.message.delivery_tag)
+        if self._unsettled:
+            self.logger.info("finishing %d message(s) in hand", len(self._unsettled))
+        while self._unsettled:  # the master's graceful timeout bounds this (then KILL)
+            conn.process_data_events(time_limit=1.0)
+            self.heartbeat()
+        channel.close()
+
+    def _deliver(self, session: int, method: Any, props: Any, body: bytes) -> None:
+        headers = dict(props.headers or {})
+        msg = Message(
+            body=body,
+            properties=props,
+            routing_key=method.routing_key,
+            exchange=method.exchange,
+            redelivered=method.redelivered,
+            delivery_tag=method.delivery_tag,
+            headers=headers,
+        )
+        self._unsettled.add(method.delivery_tag)
+        self._jobs.put(_Job(session, msg))
+
+    def _settle(self, job: _Job) -> None:
+        """In the I/O thread: ack, or apply the failure policy; only on the message's channel."""
+        tag = job.message.delivery_tag
+        if job.session != self._session or not self._session_live:
+            self.logger.debug("delivery %d came on a lost connection: the broker redelivers", tag)
+            return
+        channel = self._channel
+        try:
+            if job.error is None:
+                channel.basic_ack(tag)
+            else:
+                _retry_or_dead_letter(channel, job, self.settings, self.logger)
+        finally:
+            self._unsettled.discard(tag)
+
+    def _forget_session(self) -> None:
+        self._session_live = False
+        with self._lock:
+            self._conn = None
+        while True:  # deliveries of a lost channel: the broker requeues them itself
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+
+    def _post(self, callback: Callable[[], None]) -> None:
+        """Run callback in the I/O thread; dropped when no connection is up."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                conn.add_callback_threadsafe(callback)
+            except Exception:  # closed under us: the broker redelivers
+                return
+
+    # --- the handler threads ----------------------------------------------
+    def _handler_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job.session != self._session:
+                continue  # its channel is gone; the broker redelivers it
+            try:
+                self.handle(job.message)
+            except BaseException as exc:  # SystemExit too: the message must still be settled
+                job.error = exc
+                self.logger.debug("handle() raised", exc_info=True)
+            with self._done_lock:  # one wake-up of the I/O thread per batch, not per message
+                first = not self._done
+                self._done.append(job)
+            if first:
+                self._post(self._settle_done)
+
+    def _settle_done(self) -> None:
+        """In the I/O thread: settle every handled job queued so far."""
+        while True:
+            with self._done_lock:
+                if not self._done:
+                    return
+                job = self._done.popleft()
+            self._settle(job)
+
+
+def _retry_or_dead_letter(
+    channel: Any, job: _Job, s: settingsmod.Settings, logger: logging.Logger
+) -> None:
+    """Re-publish with the retry counter up (confirmed, then ack); past the limit, nack."""
+    msg = job.message
+    what = f"message {msg.message_id or msg.delivery_tag}"
+    if msg.retries < s.retry_limit:
+        props = copy.copy(msg.properties)  # the same message, one retry more
+        props.headers = dict(msg.headers, **{RETRIES_HEADER: msg.retries + 1})
+        props.delivery_mode = props.delivery_mode or 2
+        # confirmed and routed (mandatory), or it raises and the original is not acked
+        channel.basic_publish("", s.queue, msg.body, props, mandatory=True)
+        channel.basic_ack(msg.delivery_tag)
+        logger.warning(
+            "%s: handle() raised %s; retry %d of %d",
+            what,
+            _describe(job.error),
+            msg.retries + 1,
+            s.retry_limit,
+        )
+        return
+    channel.basic_nack(msg.delivery_tag, requeue=False)
+    where = (
+        f"dead-lettered to exchange {s.dead_letter_exchange!r}"
+        if s.dead_letter_exchange is not None
+        else "dead-lettered by the queue's policy, if any (else dropped by the broker)"
+    )
+    logger.error(
+        "%s: handle() raised %s after %d retries; %s",
+        what,
+        _describe(job.error),
+        s.retry_limit,
+        where,
+        exc_info=job.error,
+    )
+
+
+def _describe(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
