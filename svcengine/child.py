@@ -130,6 +130,8 @@ class Runtime:
                 self._dispatch()
 
     def _master_gone(self) -> bool:
+        if self.life_fd is None:  # a thread worker: it has no life pipe of its own
+            return False
         try:
             return os.read(self.life_fd, 1) == b""
         except OSError:

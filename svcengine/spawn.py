@@ -222,7 +222,7 @@ def boot(
     proctitle.set_title(proctitle.worker_title(cfg.name, worker_id, cfg.worker_process_name))
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         except (AttributeError, ValueError):
             pass
 
