@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import child, proctitle
 from . import log as logsetup
@@ -22,10 +22,23 @@ from .spawn import import_worker
 from .systemd import Notifier
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .config import Config
+    from .hooks import Hooks
     from .sockets import Listener
+    from .worker import Worker
 
 log = logging.getLogger("svcengine")
+
+
+class Server(Protocol):
+    """What embedded mode uses of server.Server (named here so nothing points up)."""
+
+    config: Config
+    hooks: Hooks
+    worker_class: type[Worker] | None
+    boot_failure: Any
+
+    def announce_ready(self) -> None: ...
 
 
 def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:

@@ -1,14 +1,10 @@
 """The master: one single-threaded event loop that sleeps until something happens.
 
-Master is the composition root. It builds the pieces and runs the loop:
-- loop.Loop: the selector, the timers and the fd registry (the only select());
-- workers.Workers: the reconciler, starting workers through a launcher;
-- lifecycle.Lifecycle: the phase, READY=1 and the stop; changes.Changes: reload,
-  scale, pause;
-- health.Health: the heartbeat check and the watchdog ping;
-- commands.TABLE: what every signal and control request does, in which phases.
-Each turn of the loop is `step()`, which a test can drive one at a time
-(tests/unit/test_master_step.py does, on a fake clock with a fake launcher).
+Master is the composition root: it builds Loop (the only select()), Workers (the
+reconciler, with a launcher per worker type), Lifecycle and Changes (the phase,
+READY=1, stop, reload, scale, pause) and Health, and hands every signal and control
+request to commands.TABLE. Each turn is `step()`, which tests/unit/test_master_step.py
+drives one at a time on a fake clock with a fake launcher.
 """
 
 from __future__ import annotations
@@ -19,9 +15,8 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _linux, config, proctitle, spawn
+from .. import _linux, config, proctitle
 from .. import log as logsetup
-from ..child import DUMP_SIGNAL
 from ..privileges import Identity
 from ..signals import PRESETS, Command, SignalPipe
 from ..systemd import Notifier, watchdog_interval
@@ -29,19 +24,18 @@ from ..timers import Timer, Timers, now
 from . import commands, launchers, requests
 from .changes import Changes
 from .health import Health
+from .host import Server
 from .launchers import Launcher
 from .lifecycle import Lifecycle
-from .loop import MAX_FAILED_TURNS, Loop, LoopStuck
+from .loop import MAX_FAILED_TURNS, Loop, LoopStuck, guarded
 from .phase import Phase
-from .pool import Backoff, Pool
+from .pool import Pool
 from .workers import Workers
 
 if TYPE_CHECKING:
     from ..control import ControlServer
     from ..hooks import Hooks
-    from ..server import Server
     from ..sockets import Listener
-    from ..threads import ThreadWorkers
     from ..upgrade import Upgrader
 
 __all__ = ["MAX_FAILED_TURNS", "LoopStuck", "Master", "Phase"]
@@ -79,15 +73,7 @@ class Master:
         self.upgrader: Upgrader | None = None  # made on the first USR2
         self.signals: SignalPipe | None = None
         self._notify_retry: Timer | None = None
-        self.pool = Pool(
-            cfg.workers,
-            Backoff(
-                cfg.worker_min_uptime,
-                cfg.worker_restart_backoff_min,
-                cfg.worker_restart_backoff_max,
-            ),
-            frozenset(cfg.unrecoverable_exit_codes),
-        )
+        self.pool = Pool.of(cfg)
         self.lifecycle = Lifecycle(self)
         self.changes = Changes(self, self.lifecycle)
         self.lifecycle.changes = self.changes
@@ -104,9 +90,6 @@ class Master:
         self._cfg = new
         if server:
             self.server.config = new
-
-    def read_config(self) -> config.Config:
-        return self.reload_config()
 
     @property
     def hooks(self) -> Hooks:
@@ -151,9 +134,7 @@ class Master:
         self.workers.open()
         self.signals = SignalPipe(self.commands)
         if self.workers.launcher is None:
-            self.workers.launcher = launchers.for_type(
-                self.cfg.worker_type, self._fork_context, self._threads
-            )
+            self.workers.launcher = launchers.for_type(self.cfg.worker_type, self)
         self.loop.register(self.signals.rfd, self._on_signals)
         if self.cfg.subreaper and self.pid != 1 and _linux.set_child_subreaper():
             log.info("child subreaper: orphaned descendants are reaped here")
@@ -171,21 +152,6 @@ class Master:
         self.workers.maintain()
         self.lifecycle.check_ready()
         self._flush_notifications()
-
-    def _threads(self) -> ThreadWorkers:
-        from ..threads import ThreadWorkers  # deferred: only thread workers need it
-
-        assert self.workers.heartbeats is not None
-        return ThreadWorkers(
-            lambda: self.cfg,
-            self.server.worker_class,
-            self.workers.heartbeats,
-            self.sockets,
-            self._after_fork,
-        )
-
-    def _after_fork(self, worker: object) -> None:
-        self.server.hooks.call_strict("after_fork", self.server, worker)
 
     def run(self) -> int:
         proctitle.set_title(proctitle.master_title(self.cfg.name, self.cfg.daemon_process_name))
@@ -246,22 +212,6 @@ class Master:
             fds += self.upgrader.fds()
         return fds
 
-    def _fork_context(self) -> spawn.ForkContext:
-        assert self.workers.life is not None and self.workers.heartbeats is not None
-        assert self.signals is not None
-        return spawn.ForkContext(
-            master_pid=self.pid,
-            config=self.cfg,
-            worker_class=self.server.worker_class,
-            life=self.workers.life,
-            heartbeats=self.workers.heartbeats,
-            sockets=self.sockets,
-            master_fds=self.master_fds,
-            restore_signals=self.signals.close,
-            after_fork=self._after_fork,
-            identity=self.identity,
-        )
-
     # --- commands: signals and the control socket end in commands.dispatch() --------------
     def _on_signals(self, fd: int) -> None:
         assert self.signals is not None
@@ -312,10 +262,6 @@ class Master:
             log.error("cannot reopen the log file %s: %s", self.cfg.log, exc.strerror)
         self.workers.signal_all(signal.SIGUSR1)
 
-    def dump(self) -> None:
-        log.info("dumping the stacks of %d worker(s) to the log", len(self.pool.workers()))
-        self.workers.signal_all(DUMP_SIGNAL)
-
     def upgrade(self) -> None:
         if not self.announced_ready:
             log.warning("%s ignored: this master is not ready yet", Command.UPGRADE.value)
@@ -335,17 +281,7 @@ class Master:
 
     # --- periodic work for users ----------------------------------------------------------
     def every(self, seconds: float, fn: Callable[[], object]) -> Timer:
-        return self.loop.timers.every(seconds, _guarded(fn))
+        return self.loop.timers.every(seconds, guarded(fn))
 
     def after(self, seconds: float, fn: Callable[[], object]) -> Timer:
-        return self.loop.timers.after(seconds, _guarded(fn))
-
-
-def _guarded(fn: Callable[[], object]) -> Callable[[], None]:
-    def run() -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("timer callback %r raised; the timer keeps going", fn)
-
-    return run
+        return self.loop.timers.after(seconds, guarded(fn))

@@ -42,7 +42,8 @@ class ChangesHost(Protocol):
     @property
     def hook_server(self) -> object: ...
     def set_config(self, new: config.Config, server: bool = True) -> None: ...
-    def read_config(self) -> config.Config: ...
+
+    reload_config: Callable[[], config.Config]
 
 
 def _has_terminal() -> bool:
@@ -64,7 +65,7 @@ class Changes:
         if self._defer(self.reload):
             return
         try:
-            new = h.read_config()
+            new = h.reload_config()
         except Exception as exc:  # noqa: BLE001 - no file may end the master
             log.error("reload failed: %s; serving the previous config", exc)
             self._refused(f"reload failed: {exc}; serving the previous config")
@@ -145,9 +146,7 @@ class Changes:
         h = self.host
         old = h.cfg
         h.set_config(new)
-        h.pool.backoff = Backoff(
-            new.worker_min_uptime, new.worker_restart_backoff_min, new.worker_restart_backoff_max
-        )
+        h.pool.backoff = Backoff.of(new)
         h.pool.unrecoverable = frozenset(new.unrecoverable_exit_codes)
         logsetup.set_level(new.log_level)
         if new.workers != old.workers:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..child import DUMP_SIGNAL
 from ..signals import NAMED, Command
 from .phase import EVERY, NOT_STOPPING, Phase
 
@@ -54,7 +55,6 @@ class Host(Protocol):
     def phase(self) -> Phase: ...
     def reap(self) -> None: ...
     def reopen_logs(self) -> None: ...
-    def dump(self) -> None: ...
     def upgrade(self) -> None: ...
 
 
@@ -73,6 +73,11 @@ def _restart_now(h: Host, _: Arg) -> None:
     h.workers.signal_all(signal.SIGQUIT, h.pool.current())
 
 
+def _dump(h: Host, _: Arg) -> None:
+    log.info("dumping the stacks of %d worker(s) to the log", len(h.pool.workers()))
+    h.workers.signal_all(DUMP_SIGNAL)
+
+
 TABLE: dict[Command, Entry] = {
     C.CHILD: Entry(lambda h, _: h.reap(), EVERY),
     C.GRACEFUL_STOP: Entry(lambda h, _: h.lifecycle.begin_stop(quick=False), EVERY),
@@ -84,7 +89,7 @@ TABLE: dict[Command, Entry] = {
     C.REOPEN_LOGS: Entry(lambda h, _: h.reopen_logs(), EVERY),
     C.SCALE: Entry(_scale, NOT_STOPPING),
     C.STOP_WORKERS: Entry(lambda h, _: h.changes.pause(), NOT_STOPPING),
-    C.DUMP: Entry(lambda h, _: h.dump(), EVERY),
+    C.DUMP: Entry(_dump, EVERY),
     C.UPGRADE: Entry(lambda h, _: h.upgrade(), NOT_STOPPING),  # and only once READY
     C.IGNORE: Entry(lambda h, _: None, frozenset()),
 }

@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import spawn
 
 if TYPE_CHECKING:
+    from ..channel import Heartbeats, LifePipe
+    from ..config import Config
+    from ..privileges import Identity
+    from ..signals import SignalPipe
+    from ..sockets import Listener
     from ..threads import ThreadWorkers
 
 
@@ -91,12 +96,64 @@ class ThreadLauncher:
         return (code & 0xFF) << 8  # as waitpid() reports exit(code)
 
 
-def for_type(
-    worker_type: str,
-    fork_context: Callable[[], spawn.ForkContext],
-    threads: Callable[[], ThreadWorkers],
-) -> Launcher:
+class Pipes(Protocol):
+    """The reconciler's life pipe and heartbeat cells (workers.Workers)."""
+
+    @property
+    def life(self) -> LifePipe | None: ...
+    @property
+    def heartbeats(self) -> Heartbeats | None: ...
+
+
+class LaunchHost(Protocol):
+    """What a new worker needs from its master, and what it must drop."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def server(self) -> Any: ...  # worker_class, hooks
+    @property
+    def workers(self) -> Pipes: ...
+    @property
+    def sockets(self) -> list[Listener]: ...
+    @property
+    def signals(self) -> SignalPipe | None: ...
+    @property
+    def identity(self) -> Identity | None: ...
+    @property
+    def cfg(self) -> Config: ...
+    def master_fds(self) -> list[int]: ...
+
+
+def for_type(worker_type: str, m: LaunchHost) -> Launcher:
     """The launcher of a worker type; the thread code is imported only for its type."""
+
+    def after_fork(worker: object) -> None:
+        m.server.hooks.call_strict("after_fork", m.server, worker)
+
     if worker_type == "thread":
-        return ThreadLauncher(threads())
+        from ..threads import ThreadWorkers  # deferred: only thread workers need it
+
+        assert m.workers.heartbeats is not None
+        threads = ThreadWorkers(
+            lambda: m.cfg, m.server.worker_class, m.workers.heartbeats, m.sockets, after_fork
+        )
+        return ThreadLauncher(threads)
+
+    def fork_context() -> spawn.ForkContext:
+        assert m.workers.life is not None and m.workers.heartbeats is not None
+        assert m.signals is not None
+        return spawn.ForkContext(
+            master_pid=m.pid,
+            config=m.cfg,
+            worker_class=m.server.worker_class,
+            life=m.workers.life,
+            heartbeats=m.workers.heartbeats,
+            sockets=m.sockets,
+            master_fds=m.master_fds,
+            restore_signals=m.signals.close,
+            after_fork=after_fork,
+            identity=m.identity,
+        )
+
     return ProcessLauncher(fork_context)

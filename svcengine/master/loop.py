@@ -25,6 +25,18 @@ class LoopStuck(Exception):
     """The loop cannot go on; the master exits (the only exception that may end it)."""
 
 
+def guarded(fn: Callable[[], object]) -> Callable[[], None]:
+    """A user's timer job (server.every/after): its exception is logged, the timer goes on."""
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("timer callback %r raised; the timer keeps going", fn)
+
+    return run
+
+
 class Loop:
     def __init__(self, timer_heap: timers.Timers | None = None) -> None:
         self.timers = timer_heap if timer_heap is not None else timers.Timers()

@@ -11,6 +11,10 @@ import enum
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 class SlotState(enum.Enum):
@@ -85,6 +89,12 @@ class Backoff:
     minimum: float = 0.1
     maximum: float = 30.0
 
+    @classmethod
+    def of(cls, cfg: Config) -> Backoff:
+        return cls(
+            cfg.worker_min_uptime, cfg.worker_restart_backoff_min, cfg.worker_restart_backoff_max
+        )
+
     def delay(self, fast_failures: int) -> float:
         if fast_failures <= 1:
             return 0.0
@@ -100,6 +110,10 @@ class Pool:
     by_pid: dict[int, WorkerRecord] = field(default_factory=dict)
     generation: int = 0
     total_restarts: int = 0
+
+    @classmethod
+    def of(cls, cfg: Config) -> Pool:
+        return cls(cfg.workers, Backoff.of(cfg), frozenset(cfg.unrecoverable_exit_codes))
 
     def __post_init__(self) -> None:
         self.resize(self.target)
