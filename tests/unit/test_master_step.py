@@ -250,3 +250,26 @@ def test_a_stop_during_an_upgrade_stops_the_new_master_and_waits_for_it(kit):
     up.holds_exit = False
     k.step()
     assert k.master.exit_code == 0
+
+
+def test_refused_reload_still_ends_with_reloading_and_ready(kit):
+    """A Type=notify-reload unit's `systemctl reload` waits for RELOADING=1 then READY=1."""
+    k = kit()
+    k.all_ready()
+
+    def broken():
+        raise ValueError("workers: not a number")
+
+    k.master.reload_config = broken
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.RUNNING and k.master.pool.generation == 0
+    assert k.notify_socket.has("RELOADING=1") == 1 and k.notify_socket.has("READY=1") == 2
+    assert k.master.status_text().startswith("reload failed: workers: not a number")
+
+
+def test_reload_while_stopping_is_refused_by_the_table(kit):
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGTERM)
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.STOPPING and k.master.pool.generation == 0
