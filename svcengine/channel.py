@@ -91,7 +91,8 @@ class Heartbeats:
         self._free.append(index)
 
     def last(self, index: int) -> float:
-        return _CELL.unpack_from(self.map, index * _CELL.size)[0]
+        seconds: float = _CELL.unpack_from(self.map, index * _CELL.size)[0]
+        return seconds
 
     def close(self) -> None:
         self.map.close()

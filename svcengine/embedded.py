@@ -13,19 +13,32 @@ import logging
 import os
 import signal
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import child, proctitle
 from . import log as logsetup
+from .child.boot import boot_error, construct
 from .signals import PRESETS
-from .spawn import import_worker
 from .systemd import Notifier
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .config import Config
+    from .hooks import Hooks
     from .sockets import Listener
+    from .worker import Worker
 
 log = logging.getLogger("svcengine")
+
+
+class Server(Protocol):
+    """What embedded mode uses of server.Server (named here so nothing points up)."""
+
+    config: Config
+    hooks: Hooks
+    worker_class: type[Worker] | None
+    boot_failure: Any
+
+    def announce_ready(self) -> None: ...
 
 
 def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
@@ -53,15 +66,16 @@ def run(server: Server, listeners: list[Listener], notifier: Notifier) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PRESETS[cfg.signal_map])  # held since start-up
 
     try:
-        cls = server.worker_class or import_worker(cfg.worker, cfg.python_path)
-        worker = cls(0, cfg, runtime)
-        server.hooks.call_strict("after_fork", server, worker)
+        worker = construct(
+            runtime,
+            server.worker_class,
+            lambda w: server.hooks.call_strict("after_fork", server, w),
+        )
     except Exception as exc:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.error("the embedded worker failed to boot:\n%s", traceback.format_exc().rstrip())
-        server.boot_failure = f"worker 0 failed to boot: {text}"
+        server.boot_failure = f"worker 0 failed to boot: {boot_error(exc)}"
         return 1
-    runtime.start_watcher(on_stop=worker.stop, on_reload=worker.reload)
+    runtime.start_watcher()
     if worker.ready_on_run:
         runtime.ready()
     try:

@@ -23,8 +23,9 @@ class Command(enum.Enum):
     REOPEN_LOGS = "reopen logs"
     UPGRADE = "upgrade (re-exec)"
     STOP_WORKERS = "stop workers, keep master"
-    INCREMENT = "one worker more"
-    DECREMENT = "one worker fewer"
+    INCREMENT = "one worker more"  # a preset's name for SCALE +1 (master/commands.py)
+    DECREMENT = "one worker fewer"  # SCALE -1
+    SCALE = "set the worker count"  # the control socket's `scale N`; TTIN/TTOU mean +1/-1
     DUMP = "dump worker stacks"
     CHILD = "reap children"
     IGNORE = "nothing"

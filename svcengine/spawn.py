@@ -11,7 +11,6 @@ the write end of the life pipe, or the worker would keep its own pipe open
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import signal
@@ -24,6 +23,8 @@ from typing import Any
 
 from . import _linux, channel, child, proctitle, systemd
 from . import log as logsetup
+from .child.boot import boot_error, construct, exit_code, serve
+from .child.boot import import_worker as import_worker  # its old home: server, threads
 from .config import Config
 from .privileges import Identity
 from .worker import Worker
@@ -32,21 +33,6 @@ log = logging.getLogger("svcengine.master")
 
 ALL_SIGNALS = set(signal.valid_signals())
 SPAWN_ENV = "SVCENGINE_SPAWN"
-
-
-def import_worker(spec: str, python_path: list[str]) -> type[Worker]:
-    """'package.module:Class' -> the class, with python_path searched first."""
-    for entry in reversed(python_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, Worker)):
-        raise TypeError(f"{spec} is not a svcengine.Worker subclass")
-    return obj
 
 
 @dataclass
@@ -92,7 +78,7 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
             # nothing blocked in a worker, whatever the master blocks for now (an upgrade)
             code = _child(ctx, worker_id, status_w, beat_index, set())
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            code = exit_code(exc)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -222,7 +208,7 @@ def boot(
     proctitle.set_title(proctitle.worker_title(cfg.name, worker_id, cfg.worker_process_name))
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         except (AttributeError, ValueError):
             pass
 
@@ -236,30 +222,12 @@ def boot(
         sockets=sockets,
     )
     runtime.install_signals()
-    holder: dict[str, Worker] = {}
-    runtime.start_watcher(
-        on_stop=lambda: holder["w"].stop() if "w" in holder else None,
-        on_reload=lambda: holder["w"].reload() if "w" in holder else None,
-    )
+    runtime.start_watcher()  # a stop before construct() binds the worker is replayed by serve()
     unblock()
-
     try:
-        cls = worker_class or import_worker(cfg.worker, cfg.python_path)
-        worker = cls(worker_id, cfg, runtime)
-        holder["w"] = worker
-        after_fork(worker)
+        worker = construct(runtime, worker_class, after_fork)
     except BaseException as exc:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.error("worker %d failed to boot:\n%s", worker_id, traceback.format_exc().rstrip())
-        channel.send(status_fd, channel.BOOT_FAILED, text)
+        channel.send(status_fd, channel.BOOT_FAILED, boot_error(exc))
         return 1
-    if runtime.stopping:
-        worker.stop()
-    if worker.ready_on_run:
-        runtime.ready()
-    try:
-        worker.run()
-    except Exception:
-        log.exception("worker %d: run() raised", worker_id)
-        return 1
-    return 0
+    return serve(runtime, worker)

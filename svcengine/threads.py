@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import channel, child
+from .child.boot import boot_error, construct, exit_code, serve
 from .config import Config
-from .spawn import import_worker
 from .worker import Worker
 
 log = logging.getLogger("svcengine.master")
@@ -72,27 +72,15 @@ class ThreadWorkers:
     def _main(self, runtime: child.Runtime, cfg: Config) -> None:
         code = 1
         try:
-            cls = self.worker_class or import_worker(cfg.worker, cfg.python_path)
-            worker = cls(runtime.worker_id, cfg, runtime)
-            runtime._on_stop = worker.stop
-            runtime._on_reload = worker.reload
-            self.after_fork(worker)
+            worker = construct(runtime, self.worker_class, self.after_fork)
         except BaseException as exc:
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             log.error("worker %d failed to boot:\n%s", runtime.worker_id, traceback.format_exc())
-            channel.send(runtime.status_fd, channel.BOOT_FAILED, text)
+            channel.send(runtime.status_fd, channel.BOOT_FAILED, boot_error(exc))
         else:
             try:
-                if runtime.stopping:
-                    worker.stop()
-                if worker.ready_on_run:
-                    runtime.ready()
-                worker.run()
-                code = 0
+                code = serve(runtime, worker)
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except Exception:
-                log.exception("worker %d: run() raised", runtime.worker_id)
+                code = exit_code(exc)
         finally:
             channel.send(runtime.status_fd, channel.EXITED, str(code))
             os.close(runtime.status_fd)
@@ -105,7 +93,7 @@ class ThreadWorkers:
         if signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             runtime.request_stop(signal.Signals(signum).name)
         elif signum == signal.SIGHUP:
-            runtime._on_reload()
+            runtime.request_reload()
         elif signum == child.DUMP_SIGNAL:
             faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         elif signum == signal.SIGKILL:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from . import _linux
 from .handover import CHANNEL_ENV, HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
-from .pool import describe_status
+from .master.pool import describe_status
 from .server import UPGRADE_FROM
 from .signals import Command
 from .sockets import Listener

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from svcengine.pool import Backoff, Pool, State, describe_status
-from svcengine.stopping import Stopper
+from svcengine.master.pool import Backoff, Pool, SlotState, describe_status
+from svcengine.master.stopping import Stopper
 
 KILLED = signal.SIGKILL  # waitpid status of a SIGKILLed process is the signal number
 
@@ -58,7 +58,7 @@ def test_unrecoverable_code_retires_the_slot():
     pool.spawned(0, 1, 0.0)
     pool.spawned(1, 2, 0.0)
     pool.exited(1, exited(42), 1.0)
-    assert pool.slots[0].state is State.RETIRED and pool.wanted(5.0) == []
+    assert pool.slots[0].state is SlotState.RETIRED and pool.wanted(5.0) == []
     assert pool.all_retired() is None
     pool.exited(2, exited(42), 1.0)
     assert pool.all_retired() == 42
@@ -71,7 +71,7 @@ def test_resize_down_returns_surplus_and_forgets_slots():
     surplus = pool.resize(1)
     assert [w.worker_id for w in surplus] == [1, 2]
     for w in surplus:
-        w.state = State.STOPPING
+        w.state = SlotState.STOPPING
         pool.exited(w.pid, 0, 1.0)
     assert sorted(pool.slots) == [0]
 
@@ -81,11 +81,11 @@ def test_retired_generation_keeps_serving_until_replaced():
     for wid in range(2):
         pool.spawned(wid, 10 + wid, 0.0)
         pool.ready(10 + wid, 0.0)
-    old = pool.retire_generation()
+    old = pool.supersede_generation()
     assert [w.pid for w in old] == [10, 11] and pool.wanted(0.0) == [0, 1]
     pool.spawned(0, 20, 1.0)
     pool.ready(20, 1.0)
-    assert [w.pid for w in pool.retiring(0)] == [10]
+    assert [w.pid for w in pool.superseded(0)] == [10]
     pool.exited(10, 0, 2.0)  # old worker exit: no restart accounting
     assert pool.total_restarts == 0 and pool.slots[0].current.pid == 20
 

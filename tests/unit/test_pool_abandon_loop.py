@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from svcengine.pool import Pool, State
+from svcengine.master.pool import Pool, SlotState
 
 
 def _ready_pool() -> Pool:
@@ -15,24 +15,24 @@ def _ready_pool() -> Pool:
 
 def test_abandon_restores_the_superseded_workers_and_returns_the_new_ones():
     pool = _ready_pool()
-    pool.retire_generation()
+    pool.supersede_generation()
     new0 = pool.spawned(0, 200, 1.0)
     new1 = pool.spawned(1, 201, 1.0)
     pool.slots[1].fast_failures = 2
     doomed = pool.abandon_generation()
     assert doomed == [new0, new1]
     assert [pool.slots[i].current.pid for i in (0, 1)] == [100, 101]
-    assert not any(w.retiring for w in pool.workers())
+    assert not any(w.superseded for w in pool.workers())
     assert pool.slots[1].fast_failures == 0
-    assert pool.ready_count() == 2 and pool.retiring() == []
+    assert pool.ready_count() == 2 and pool.superseded() == []
 
 
 def test_a_slot_whose_new_worker_is_ready_keeps_it():
     pool = _ready_pool()
-    pool.retire_generation()
+    pool.supersede_generation()
     pool.spawned(0, 200, 1.0)
     pool.ready(200, 1.0)
-    pool.by_pid[100].state = State.STOPPING  # the master stopped the old one at once
+    pool.by_pid[100].state = SlotState.STOPPING  # the master stopped the old one at once
     new1 = pool.spawned(1, 201, 1.0)
     assert pool.abandon_generation() == [new1]
     assert pool.slots[0].current.pid == 200
@@ -41,9 +41,9 @@ def test_a_slot_whose_new_worker_is_ready_keeps_it():
 
 def test_a_slot_whose_worker_was_stopping_is_left_alone():
     pool = _ready_pool()
-    pool.by_pid[101].state = State.STOPPING  # being stopped: not superseded, not restored
-    pool.retire_generation()
+    pool.by_pid[101].state = SlotState.STOPPING  # being stopped: not superseded, not restored
+    pool.supersede_generation()
     pool.spawned(0, 200, 1.0)
     pool.abandon_generation()
     assert pool.slots[0].current.pid == 100
-    assert pool.slots[1].current.pid == 101 and pool.slots[1].current.state is State.STOPPING
+    assert pool.slots[1].current.pid == 101 and pool.slots[1].current.state is SlotState.STOPPING

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from . import _linux, health, timers
-from .pool import Phase, Pool
+from .. import _linux, timers
+from . import health
+from .phase import Phase
+from .pool import Pool
 
-if TYPE_CHECKING:
-    from .master import Master
+
+@dataclass(frozen=True)
+class StatusView:
+    """What `ctl status` shows, handed in by the master (report never sees the Master)."""
+
+    pid: int
+    name: str
+    phase: Phase
+    pool: Pool
+    health: tuple[bool, str]  # the watchdog's answer
+    announced_ready: bool
+    started_at: float
+    wakeups: int
+    upgrade: dict[str, Any] | None
 
 
 def status_text(pool: Pool, phase: Phase) -> str:
@@ -20,11 +35,11 @@ def status_text(pool: Pool, phase: Phase) -> str:
     return text
 
 
-def snapshot(master: Master) -> dict[str, Any]:
+def snapshot(master: StatusView, now: float | None = None) -> dict[str, Any]:
     """Everything `svcengine ctl status` shows, as plain data."""
-    now = timers.now()
+    now = timers.now() if now is None else now
     pool = master.pool
-    healthy, why = master.healthy()
+    healthy, why = master.health
     if healthy:
         healthy, why = health.serving(pool, master.phase)
     starting = not master.announced_ready
@@ -42,7 +57,7 @@ def snapshot(master: Master) -> dict[str, Any]:
                 "rss": _linux.rss_bytes(w.pid) if w and w.pid > 0 else None,
             }
         )
-    for w in pool.retiring():
+    for w in pool.superseded():
         workers.append(
             {
                 "id": w.worker_id,
@@ -54,10 +69,9 @@ def snapshot(master: Master) -> dict[str, Any]:
                 "rss": _linux.rss_bytes(w.pid) if w.pid > 0 else None,
             }
         )
-    upgrade = master.upgrader.current if master.upgrader else None
     return {
         "pid": master.pid,
-        "name": master.cfg.name,
+        "name": master.name,
         "phase": master.phase.value,
         "status": status_text(pool, master.phase),
         "healthy": healthy and not starting,
@@ -67,5 +81,5 @@ def snapshot(master: Master) -> dict[str, Any]:
         "uptime": round(now - master.started_at, 3),
         "loop_turns": master.wakeups,  # an idle master's stays put: it sleeps until an event
         "workers": workers,
-        "upgrade": upgrade.as_dict() if upgrade else None,
+        "upgrade": master.upgrade,
     }

@@ -18,10 +18,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from . import channel
-from . import log as logsetup
-from .config import Config
+from .. import channel
+from .. import log as logsetup
+from ..config import Config
 
 log = logging.getLogger("svcengine.worker")
 
@@ -43,6 +44,11 @@ def finish(code: int) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+class _Bindable(Protocol):
+    def stop(self) -> None: ...
+    def reload(self) -> None: ...
 
 
 class Runtime:
@@ -86,9 +92,16 @@ class Runtime:
         # stacks of every thread, written by C code even if Python is stuck
         faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
 
-    def start_watcher(self, on_stop: Callable[[], None], on_reload: Callable[[], None]) -> None:
-        self._on_stop = on_stop
-        self._on_reload = on_reload
+    def bind(self, worker: _Bindable) -> None:
+        """From now on a stop or reload request reaches this worker (boot.construct)."""
+        self._on_stop = worker.stop
+        self._on_reload = worker.reload
+
+    def request_reload(self) -> None:
+        self._on_reload()
+
+    def start_watcher(self) -> None:
+        """Act on signals and the life pipe from a thread; they reach the bound worker."""
         threading.Thread(target=self._watch, name="svcengine-watcher", daemon=True).start()
 
     def ready(self) -> None:
@@ -130,6 +143,8 @@ class Runtime:
                 self._dispatch()
 
     def _master_gone(self) -> bool:
+        if self.life_fd is None:  # a thread worker: it has no life pipe of its own
+            return False
         try:
             return os.read(self.life_fd, 1) == b""
         except OSError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from .pool import State, Worker
+from .pool import SlotState, WorkerRecord
 
 
 @dataclass
@@ -22,25 +22,25 @@ class Stopper:
     deadline: float | None = None
     killed: bool = False
 
-    def signal_for(self, w: Worker) -> int:
+    def signal_for(self, w: WorkerRecord) -> int:
         return signal.SIGQUIT if self.quick else signal.SIGTERM
 
-    def start(self, workers: list[Worker], now: float) -> list[Worker]:
+    def start(self, workers: list[WorkerRecord], now: float) -> list[WorkerRecord]:
         """Mark every worker stopping; the caller sends each signal_for(w)."""
         for w in workers:
-            w.state = State.STOPPING
+            w.state = SlotState.STOPPING
             w.stop_sent_at = now
         self.deadline = now + self.timeout
         return list(workers)
 
-    def escalate(self, workers: list[Worker], now: float) -> list[tuple[Worker, int]]:
+    def escalate(self, workers: list[WorkerRecord], now: float) -> list[tuple[WorkerRecord, int]]:
         """A quick stop asked for during a graceful one: QUIT now, shorter deadline."""
         self.quick = True
         if self.deadline is None or now + self.quick_timeout < self.deadline:
             self.deadline = now + self.quick_timeout
         return [(w, signal.SIGQUIT) for w in workers]
 
-    def tick(self, workers: list[Worker], now: float) -> list[tuple[Worker, int]]:
+    def tick(self, workers: list[WorkerRecord], now: float) -> list[tuple[WorkerRecord, int]]:
         """KILL for everyone still alive once the deadline has passed."""
         if self.killed or self.deadline is None or now < self.deadline:
             return []

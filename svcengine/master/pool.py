@@ -11,19 +11,13 @@ import enum
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
-class Phase(enum.Enum):
-    """The master's phase; the pool's meaning depends on it."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    PAUSED = "paused"  # WINCH: workers stopped, master kept
-    STOPPING = "stopping"
-
-
-class State(enum.Enum):
+class SlotState(enum.Enum):
     EMPTY = "empty"  # no process; may be waiting out a restart backoff
     STARTING = "starting"  # forked, not yet ready
     READY = "ready"
@@ -47,8 +41,9 @@ def describe_status(status: int) -> str:
 
 
 @dataclass
-class Worker:
-    """One running (or once running) worker process, as the master sees it."""
+class WorkerRecord:
+    """One running (or once running) worker, as the master sees it: not the user's
+    svcengine.Worker (the code that runs in it), but the master's handle on it."""
 
     worker_id: int
     pid: int
@@ -56,10 +51,10 @@ class Worker:
     started_at: float
     ready_at: float | None = None
     stop_sent_at: float | None = None
-    state: State = State.STARTING
+    state: SlotState = SlotState.STARTING
     boot_error: str | None = None
     exit_status: int | None = None
-    retiring: bool = False  # replaced by a reload; stopped once its successor is ready
+    superseded: bool = False  # replaced by a reload; stopped once its successor is ready
     beat_index: int = -1
 
     @property
@@ -72,7 +67,7 @@ class Slot:
     """A worker id: the place a worker lives in, across restarts."""
 
     worker_id: int
-    current: Worker | None = None
+    current: WorkerRecord | None = None
     restarts: int = 0
     fast_failures: int = 0
     not_before: float = 0.0
@@ -80,10 +75,10 @@ class Slot:
     retired_code: int | None = None
 
     @property
-    def state(self) -> State:
+    def state(self) -> SlotState:
         if self.retired_code is not None:
-            return State.RETIRED
-        return self.current.state if self.current else State.EMPTY
+            return SlotState.RETIRED
+        return self.current.state if self.current else SlotState.EMPTY
 
 
 @dataclass
@@ -94,10 +89,16 @@ class Backoff:
     minimum: float = 0.1
     maximum: float = 30.0
 
+    @classmethod
+    def of(cls, cfg: Config) -> Backoff:
+        return cls(
+            cfg.worker_min_uptime, cfg.worker_restart_backoff_min, cfg.worker_restart_backoff_max
+        )
+
     def delay(self, fast_failures: int) -> float:
         if fast_failures <= 1:
             return 0.0
-        return min(self.maximum, self.minimum * 2 ** (fast_failures - 2))
+        return min(self.maximum, self.minimum * 2.0 ** (fast_failures - 2))
 
 
 @dataclass
@@ -106,14 +107,18 @@ class Pool:
     backoff: Backoff = field(default_factory=Backoff)
     unrecoverable: frozenset[int] = frozenset()
     slots: dict[int, Slot] = field(default_factory=dict)
-    by_pid: dict[int, Worker] = field(default_factory=dict)
+    by_pid: dict[int, WorkerRecord] = field(default_factory=dict)
     generation: int = 0
     total_restarts: int = 0
+
+    @classmethod
+    def of(cls, cfg: Config) -> Pool:
+        return cls(cfg.workers, Backoff.of(cfg), frozenset(cfg.unrecoverable_exit_codes))
 
     def __post_init__(self) -> None:
         self.resize(self.target)
 
-    def resize(self, target: int) -> list[Worker]:
+    def resize(self, target: int) -> list[WorkerRecord]:
         """Set the worker count; return the workers that must now be stopped."""
         self.target = max(0, target)
         for wid in range(self.target):
@@ -124,7 +129,7 @@ class Pool:
                 slot = self.slots[wid]
                 if slot.current is None:
                     del self.slots[wid]
-                elif slot.current.state is not State.STOPPING:
+                elif slot.current.state is not SlotState.STOPPING:
                     surplus.append(slot.current)
         return surplus
 
@@ -151,8 +156,8 @@ class Pool:
         ]
         return min(waits) if waits else None
 
-    def spawned(self, worker_id: int, pid: int, now: float) -> Worker:
-        w = Worker(worker_id, pid, self.generation, now)
+    def spawned(self, worker_id: int, pid: int, now: float) -> WorkerRecord:
+        w = WorkerRecord(worker_id, pid, self.generation, now)
         self.slots[worker_id].current = w
         self.by_pid[pid] = w
         return w
@@ -164,57 +169,57 @@ class Pool:
         slot.not_before = now + max(self.backoff.minimum, self.backoff.delay(slot.fast_failures))
         return slot.not_before
 
-    def retire_generation(self) -> list[Worker]:
+    def supersede_generation(self) -> list[WorkerRecord]:
         """Start a new generation: every current worker keeps serving until replaced."""
         self.generation += 1
         old = []
         for slot in self.slots.values():
             w = slot.current
-            if w is not None and w.state in (State.STARTING, State.READY):
-                w.retiring = True
+            if w is not None and w.state in (SlotState.STARTING, SlotState.READY):
+                w.superseded = True
                 slot.current = None
                 slot.fast_failures = 0
                 slot.not_before = 0.0
                 old.append(w)
         return old
 
-    def abandon_generation(self) -> list[Worker]:
-        """Undo retire_generation() for a reload that cannot boot: each slot whose new
+    def abandon_generation(self) -> list[WorkerRecord]:
+        """Undo supersede_generation() for a reload that cannot boot: each slot whose new
         worker is not ready gets its superseded worker back (if that one still serves).
         Return the new generation's workers that are not ready: the master stops them."""
-        superseded = {w.worker_id: w for w in self.retiring()}
+        superseded = {w.worker_id: w for w in self.superseded()}
         doomed = []
         for slot in self.slots.values():
             w = slot.current
-            if w is not None and w.generation == self.generation and w.state is State.STARTING:
+            if w is not None and w.generation == self.generation and w.state is SlotState.STARTING:
                 doomed.append(w)
                 slot.current = None
             old = superseded.get(slot.worker_id)
             if old is not None and slot.current is None:
-                old.retiring = False
+                old.superseded = False
                 slot.current = old
                 slot.fast_failures = 0
                 slot.not_before = 0.0
         return doomed
 
-    def retiring(self, worker_id: int | None = None) -> list[Worker]:
+    def superseded(self, worker_id: int | None = None) -> list[WorkerRecord]:
         return [
             w
             for w in self.by_pid.values()
-            if w.retiring
-            and w.state is not State.STOPPING
+            if w.superseded
+            and w.state is not SlotState.STOPPING
             and (worker_id is None or w.worker_id == worker_id)
         ]
 
-    def ready(self, pid: int, now: float) -> Worker | None:
+    def ready(self, pid: int, now: float) -> WorkerRecord | None:
         w = self.by_pid.get(pid)
-        if w is None or w.state is not State.STARTING:
+        if w is None or w.state is not SlotState.STARTING:
             return None
-        w.state = State.READY
+        w.state = SlotState.READY
         w.ready_at = now
         return w
 
-    def exited(self, pid: int, status: int, now: float) -> Worker | None:
+    def exited(self, pid: int, status: int, now: float) -> WorkerRecord | None:
         """Record an exit; decide restart delay or retirement for its slot."""
         w = self.by_pid.pop(pid, None)
         if w is None:
@@ -228,7 +233,7 @@ class Pool:
         if w.worker_id >= self.target:
             del self.slots[w.worker_id]
             return w
-        if w.state is State.STOPPING:
+        if w.state is SlotState.STOPPING:
             return w  # asked to stop; restarts follow whatever the master wants
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if code is not None and code in self.unrecoverable:
@@ -244,20 +249,20 @@ class Pool:
         slot.not_before = now + self.backoff.delay(slot.fast_failures)
         return w
 
-    def workers(self) -> list[Worker]:
+    def workers(self) -> list[WorkerRecord]:
         return list(self.by_pid.values())
 
-    def current(self) -> list[Worker]:
+    def current(self) -> list[WorkerRecord]:
         return [s.current for s in self.slots.values() if s.current is not None]
 
-    def count(self, state: State) -> int:
+    def count(self, state: SlotState) -> int:
         return sum(1 for w in self.by_pid.values() if w.state is state)
 
     def ready_count(self) -> int:
         return sum(
             1
             for s in self.slots.values()
-            if s.worker_id < self.target and s.current and s.current.state is State.READY
+            if s.worker_id < self.target and s.current and s.current.state is SlotState.READY
         )
 
     def all_retired(self) -> int | None:

@@ -1,0 +1,159 @@
+"""How a worker is started and signalled, one launcher per worker type.
+
+The reconciler (workers.py) never asks which type it runs: it asks its
+launcher to start a worker (a key and the read end of its status pipe come
+back), to signal one, and what an `exited` line on a status pipe means. A
+process worker's exit comes from waitpid() (SIGCHLD); a thread worker's from
+that `exited N` line, turned into a wait status here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import spawn
+
+if TYPE_CHECKING:
+    from ..channel import Heartbeats, LifePipe
+    from ..config import Config
+    from ..privileges import Identity
+    from ..signals import SignalPipe
+    from ..sockets import Listener
+    from ..threads import ThreadWorkers
+
+
+@dataclass(frozen=True)
+class Started:
+    """A started worker: the key the master knows it by (a process's pid) and the read
+    end of its status pipe."""
+
+    key: int
+    status_fd: int
+
+
+class Launcher(Protocol):
+    def start(self, worker_id: int, beat_index: int) -> Started: ...
+
+    def signal(self, key: int, signum: int) -> bool:
+        """Deliver what `signum` means to the worker; False: it is abandoned (gone)."""
+        ...
+
+    def kill_group(self, key: int, signum: int) -> bool:
+        """Signal whatever the worker started (its process group); False if none."""
+        ...
+
+    def exit_line(self, key: int, text: str) -> int | None:
+        """An `exited N` status line -> a wait status, or None where waitpid() tells."""
+        ...
+
+
+class ProcessLauncher:
+    """`process` and `spawn` workers: fork (then exec for spawn) in spawn.py."""
+
+    def __init__(self, context: Callable[[], spawn.ForkContext]) -> None:
+        self.context = context
+
+    def start(self, worker_id: int, beat_index: int) -> Started:
+        pid, status_fd = spawn.fork_worker(self.context(), worker_id, beat_index)
+        return Started(pid, status_fd)
+
+    def signal(self, key: int, signum: int) -> bool:
+        try:
+            os.kill(key, signum)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def kill_group(self, key: int, signum: int) -> bool:
+        return spawn.kill_group(key, signum)
+
+    def exit_line(self, key: int, text: str) -> int | None:
+        return None  # a process's exit is reaped, never believed from its pipe
+
+
+class ThreadLauncher:
+    """`thread` workers: threads of the master's process (threads.py)."""
+
+    def __init__(self, threads: ThreadWorkers) -> None:
+        self.threads = threads
+
+    def start(self, worker_id: int, beat_index: int) -> Started:
+        key, status_fd = self.threads.start(worker_id, beat_index)
+        return Started(key, status_fd)
+
+    def signal(self, key: int, signum: int) -> bool:
+        return self.threads.signal(key, signum)
+
+    def kill_group(self, key: int, signum: int) -> bool:
+        return False  # its children are the master's own
+
+    def exit_line(self, key: int, text: str) -> int | None:
+        self.threads.exited(key)
+        code = int(text) if text.lstrip("-").isdigit() else 1
+        return (code & 0xFF) << 8  # as waitpid() reports exit(code)
+
+
+class Pipes(Protocol):
+    """The reconciler's life pipe and heartbeat cells (workers.Workers)."""
+
+    @property
+    def life(self) -> LifePipe | None: ...
+    @property
+    def heartbeats(self) -> Heartbeats | None: ...
+
+
+class LaunchHost(Protocol):
+    """What a new worker needs from its master, and what it must drop."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def server(self) -> Any: ...  # worker_class, hooks
+    @property
+    def workers(self) -> Pipes: ...
+    @property
+    def sockets(self) -> list[Listener]: ...
+    @property
+    def signals(self) -> SignalPipe | None: ...
+    @property
+    def identity(self) -> Identity | None: ...
+    @property
+    def cfg(self) -> Config: ...
+    def master_fds(self) -> list[int]: ...
+
+
+def for_type(worker_type: str, m: LaunchHost) -> Launcher:
+    """The launcher of a worker type; the thread code is imported only for its type."""
+
+    def after_fork(worker: object) -> None:
+        m.server.hooks.call_strict("after_fork", m.server, worker)
+
+    if worker_type == "thread":
+        from ..threads import ThreadWorkers  # deferred: only thread workers need it
+
+        assert m.workers.heartbeats is not None
+        threads = ThreadWorkers(
+            lambda: m.cfg, m.server.worker_class, m.workers.heartbeats, m.sockets, after_fork
+        )
+        return ThreadLauncher(threads)
+
+    def fork_context() -> spawn.ForkContext:
+        assert m.workers.life is not None and m.workers.heartbeats is not None
+        assert m.signals is not None
+        return spawn.ForkContext(
+            master_pid=m.pid,
+            config=m.cfg,
+            worker_class=m.server.worker_class,
+            life=m.workers.life,
+            heartbeats=m.workers.heartbeats,
+            sockets=m.sockets,
+            master_fds=m.master_fds,
+            restore_signals=m.signals.close,
+            after_fork=after_fork,
+            identity=m.identity,
+        )
+
+    return ProcessLauncher(fork_context)

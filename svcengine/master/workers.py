@@ -1,0 +1,232 @@
+"""The reconciler: keep the pool at its target through a launcher, and turn what
+workers say (status lines) and how they end (wait statuses) into pool records.
+
+It decides nothing about the master's phase: ready, boot failures and exits go
+on to the lifecycle (WorkerEvents), which decides what they mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Protocol
+
+from .. import channel
+from ..timers import Timer
+from .launchers import Launcher
+from .phase import Phase
+from .pool import Pool, SlotState, WorkerRecord, describe_status
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..hooks import Hooks
+    from .loop import Loop
+
+log = logging.getLogger("svcengine.master")
+
+
+class WorkerEvents(Protocol):
+    """What the lifecycle hears from the reconciler."""
+
+    @property
+    def phase(self) -> Phase: ...
+    def worker_ready(self, w: WorkerRecord) -> None: ...
+    def boot_failed(self, w: WorkerRecord, text: str) -> None: ...
+    def worker_exited(self, w: WorkerRecord, cause: str, expected: bool) -> None: ...
+    def update_status(self) -> None: ...
+
+
+class WorkersHost(Protocol):
+    loop: Loop
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def hooks(self) -> Hooks: ...
+    @property
+    def hook_server(self) -> object: ...
+    def clock(self) -> float: ...
+
+
+class Workers:
+    def __init__(self, host: WorkersHost, pool: Pool, events: WorkerEvents) -> None:
+        self.host = host
+        self.pool = pool
+        self.events = events
+        self.launcher: Launcher | None = None  # set by the master before the first spawn
+        self.life: channel.LifePipe | None = None
+        self.heartbeats: channel.Heartbeats | None = None
+        self._status_fds: dict[int, tuple[int, bytearray]] = {}  # key -> (fd, partial line)
+        self._maintain_timer: Timer | None = None
+        self._next_spawn_at = 0.0
+
+    def open(self) -> None:
+        """The life pipe and the heartbeat cells: made before the first fork."""
+        self.life = channel.LifePipe.create()
+        self.heartbeats = channel.Heartbeats()
+
+    def close(self) -> None:
+        for fd, _ in self._status_fds.values():
+            _close_fd(fd)
+        self._status_fds.clear()
+        if self.life is not None:
+            self.life.close()
+        if self.heartbeats is not None:
+            self.heartbeats.close()
+
+    def fds(self) -> list[int]:
+        """The status pipes' read ends: the master's alone, closed in every worker."""
+        return [fd for fd, _ in self._status_fds.values()]
+
+    def last_beat(self, index: int) -> float:
+        assert self.heartbeats is not None
+        return self.heartbeats.last(index)
+
+    # --- keeping the pool at its target --------------------------------------------
+    def maintain(self) -> None:
+        """Start whatever workers the pool is missing, pacing and backing off."""
+        if self.events.phase in (Phase.STOPPING, Phase.PAUSED):
+            return
+        cfg = self.host.cfg
+        now = self.host.clock()
+        for worker_id in self.pool.wanted(now):
+            if now < self._next_spawn_at:
+                self._arm_maintain(self._next_spawn_at)
+                return
+            self.spawn(worker_id)
+            if cfg.start_worker_delay:
+                import random
+
+                jitter = random.uniform(-1, 1) * cfg.start_worker_delay_rand
+                self._next_spawn_at = now + cfg.start_worker_delay * (1 + jitter)
+        retry = self.pool.next_retry(self.host.clock())
+        if retry is not None:
+            self._arm_maintain(retry)
+
+    def _arm_maintain(self, at: float) -> None:
+        timers = self.host.loop.timers
+        t = self._maintain_timer
+        if t is not None and not t.cancelled and t.deadline <= at:
+            return
+        if t is not None:
+            t.cancel()
+        self._maintain_timer = timers.after(at - self.host.clock(), self.maintain)
+
+    def spawn(self, worker_id: int) -> WorkerRecord | None:
+        assert self.launcher is not None and self.heartbeats is not None
+        host = self.host
+        host.hooks.call("before_fork", host.hook_server, self.pool.slots[worker_id])
+        beat = self.heartbeats.allocate()
+        try:
+            started = self.launcher.start(worker_id, beat)
+        except (OSError, RuntimeError) as exc:
+            self.heartbeats.release(beat)
+            at = self.pool.spawn_failed(worker_id, host.clock())
+            log.error(
+                "cannot fork worker %d: %s; retrying in %.1fs", worker_id, exc, at - host.clock()
+            )
+            self._arm_maintain(at)
+            return None
+        key = started.key
+        w = self.pool.spawned(worker_id, key, host.clock())
+        w.beat_index = beat
+        self._status_fds[key] = (started.status_fd, bytearray())
+        host.loop.register(started.status_fd, lambda _fd: self.on_status(key))
+        log.debug("worker %d started (pid %d)", worker_id, key)
+        self.events.update_status()
+        return w
+
+    def stop(self, w: WorkerRecord, signum: int) -> None:
+        w.state = SlotState.STOPPING
+        w.stop_sent_at = self.host.clock()
+        self.kill(w.pid, signum)
+
+    def kill(self, key: int, signum: int) -> None:
+        assert self.launcher is not None
+        if not self.launcher.signal(key, signum):  # abandoned (a thread cannot be killed)
+            self._drop_status_fd(key)
+            self.on_exit(key, signal.SIGKILL)  # counted as killed
+
+    def kill_group(self, key: int, signum: int) -> bool:
+        assert self.launcher is not None
+        return self.launcher.kill_group(key, signum)
+
+    def signal_all(self, signum: int, workers: list[WorkerRecord] | None = None) -> None:
+        for w in self.pool.workers() if workers is None else workers:
+            self.kill(w.pid, signum)
+
+    # --- what workers say and how they end -------------------------------------------
+    def on_status(self, key: int) -> None:
+        entry = self._status_fds.get(key)
+        if entry is None:
+            return
+        fd, buf = entry
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_status_fd(key)
+            return
+        buf += data
+        messages, rest = channel.parse(bytes(buf))
+        buf[:] = rest
+        for kind, text in messages:
+            if kind == channel.READY:
+                self._on_ready(key)
+            elif kind == channel.BOOT_FAILED:
+                w = self.pool.by_pid.get(key)
+                if w is not None:
+                    w.boot_error = text
+                    self.events.boot_failed(w, text)
+            elif kind == channel.EXITED:
+                assert self.launcher is not None
+                status = self.launcher.exit_line(key, text)
+                if status is not None:
+                    self.on_exit(key, status)
+
+    def _on_ready(self, key: int) -> None:
+        w = self.pool.ready(key, self.host.clock())
+        if w is None:
+            return
+        log.debug("worker %d (pid %d) ready", w.worker_id, key)
+        self.host.hooks.call("after_worker_ready", self.host.hook_server, w)
+        self.events.worker_ready(w)
+
+    def on_exit(self, key: int, status: int) -> None:
+        """A worker ended (reaped, or its thread said so): record it, tell the lifecycle."""
+        if key in self._status_fds:
+            self.on_status(key)  # what it said last (a boot failure) before how it ended
+        w0 = self.pool.by_pid.get(key)
+        was_stopping = w0 is not None and (w0.state is SlotState.STOPPING or w0.superseded)
+        w = self.pool.exited(key, status, self.host.clock())
+        if w is None:
+            log.debug("reaped orphan pid %d (%s)", key, describe_status(status))
+            return
+        self._drop_status_fd(key)
+        assert self.heartbeats is not None
+        self.heartbeats.release(w.beat_index)
+        cause = describe_status(status)
+        expected = was_stopping or self.events.phase is Phase.STOPPING
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "worker %d (pid %d) %s", w.worker_id, key, cause)
+        if self.kill_group(key, signal.SIGKILL):
+            log.info("worker %d (pid %d) left processes in its group: killed", w.worker_id, key)
+        self.host.hooks.call("after_worker_exit", self.host.hook_server, w, status)
+        self.events.worker_exited(w, cause, expected)
+
+    def _drop_status_fd(self, key: int) -> None:
+        entry = self._status_fds.pop(key, None)
+        if entry is not None:
+            self.host.loop.unregister(entry[0])
+            _close_fd(entry[0])
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

@@ -1,0 +1,275 @@
+"""Master.step() driven one turn at a time: a fake clock, a fake launcher, no fork.
+
+Real: the signal handlers and wakeup pipe (signals are sent to this process), the
+selector, the timers, the notify socket. Stand-ins (tests/unit/masterkit.py):
+FakeLauncher for fork(), FakeServer for server.Server, Clock for time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import pytest
+from masterkit import Kit, saved_signals
+
+from svcengine.master.phase import Phase
+from svcengine.master.pool import SlotState
+
+
+@pytest.fixture
+def kit(tmp_path):
+    saved = saved_signals()
+    made: list[Kit] = []
+
+    def make(**cfg) -> Kit:
+        k = Kit(str(tmp_path), **cfg)
+        k.master.start()
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.master.close()
+        k.notify_socket.sock.close()
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_start_forks_the_pool_and_announces_ready_once(kit):
+    k = kit()
+    assert len(k.keys()) == 2 and k.master.phase is Phase.STARTING
+    k.launcher.ready(k.keys()[0])
+    k.step()
+    assert k.notify_socket.has("READY=1") == 0
+    k.all_ready()
+    assert k.master.phase is Phase.RUNNING and k.master.announced_ready
+    assert k.notify_socket.has("READY=1") == 1
+    assert k.server.calls == ["take_over", "announce_ready"]
+
+
+def test_idle_master_arms_no_timer(kit):
+    k = kit()
+    k.all_ready()
+    assert k.master.timers.timeout() is None  # select() without a timeout: zero wakeups
+
+
+def test_hup_before_ready_still_sends_the_first_ready(kit):
+    """The trap the review found: a HUP during STARTING must not lose the first READY."""
+    k = kit()
+    first = k.keys()
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.RELOADING
+    assert k.notify_socket.has("RELOADING=1") == 0  # systemd waits for READY=1 alone
+    k.all_ready(generation=k.master.pool.generation)
+    for key in first:  # the first generation never became ready: stopped when replaced
+        k.launcher.exit(key)
+    k.step()
+    assert k.master.phase is Phase.RUNNING
+    assert k.master.announced_ready and k.server.calls == ["take_over", "announce_ready"]
+    assert k.notify_socket.has("READY=1") == 1
+
+
+def test_crashing_worker_restarts_at_once_then_backs_off(kit):
+    k = kit(worker_restart_backoff_min=5.0)
+    k.all_ready()
+    key = k.keys()[0]
+    k.launcher.exit(key, 3)
+    k.step()
+    assert len(k.keys()) == 2  # first restart: at once
+    k.launcher.exit(k.keys()[-1], 3)  # the new one dies before it is ready: a fast failure
+    k.step()
+    assert len(k.keys()) == 1
+    assert 0 < k.master.timers.timeout() <= 5.0
+    k.clock.advance(5.0)
+    k.step()
+    assert len(k.keys()) == 2
+
+
+def test_failed_fork_is_retried_after_a_backoff(kit):
+    k = kit(workers=1)
+    k.all_ready()
+    k.launcher.fail_next = True
+    k.launcher.exit(k.keys()[0], 1)
+    k.step()
+    assert k.keys() == []
+    k.clock.advance(30)
+    k.step()
+    assert len(k.keys()) == 1
+
+
+def test_term_stops_gracefully_then_exits_when_workers_are_gone(kit):
+    k = kit()
+    k.all_ready()
+    keys = k.keys()
+    k.signal(signal.SIGTERM)
+    assert k.master.phase is Phase.STOPPING
+    assert k.notify_socket.has("STOPPING=1") == 1
+    assert all(k.launcher.signalled(key) == [signal.SIGTERM] for key in keys)
+    assert k.master.exit_code is None
+    for key in keys:
+        k.launcher.exit(key)
+    k.step()
+    assert k.master.exit_code == 0
+
+
+def test_quick_stop_during_graceful_escalates_and_kills_at_the_deadline(kit):
+    k = kit(worker_immediate_kill_timeout=2.0)
+    k.all_ready()
+    key = k.keys()[0]
+    k.signal(signal.SIGTERM)
+    k.signal(signal.SIGQUIT)
+    assert k.launcher.signalled(key) == [signal.SIGTERM, signal.SIGQUIT]
+    k.clock.advance(2.0)
+    k.step()
+    assert k.launcher.signalled(key)[-1] == signal.SIGKILL
+
+
+def test_ttin_ttou_are_scale_plus_minus_one(kit):
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGTTIN)
+    assert k.master.pool.target == 3 and len(k.keys()) == 3
+    k.signal(signal.SIGTTOU)
+    assert k.master.pool.target == 2
+    assert [s for _, s in k.launcher.signals] == [signal.SIGTERM]
+
+
+def test_control_socket_commands_use_the_same_table(kit):
+    k = kit()
+    k.all_ready()
+    assert k.master.control_request({"cmd": "scale", "n": "+2"}) == {"ok": True, "workers": 4}
+    assert len(k.keys()) == 4
+    assert k.master.control_request({"cmd": "scale", "n": "x"})["ok"] is False
+    assert "cannot scale" in k.master.control_request({"cmd": "scale", "n": "-9"})["error"]
+    assert k.master.control_request({"cmd": "nope"})["error"] == "unknown command 'nope'"
+    assert k.master.control_request({"cmd": "pid"}) == {"ok": True, "pid": k.master.pid}
+    status = k.master.control_request({"cmd": "status"})
+    assert status["phase"] == "running" and status["target"] == 4
+    assert k.master.control_request({"cmd": "stop"})["ok"] is True
+    assert k.master.phase is Phase.STOPPING
+    # refused while stopping, as the table says: nothing changes
+    k.master.control_request({"cmd": "scale", "n": "1"})
+    assert k.master.pool.target == 4
+
+
+def test_hup_burst_during_reload_is_one_more_generation(kit):
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGHUP)
+    gen = k.master.pool.generation
+    k.signal(signal.SIGHUP)
+    k.signal(signal.SIGHUP)
+    assert k.master.pool.generation == gen  # deferred, once
+    k.all_ready(generation=gen)
+    for key in [w.pid for w in k.master.pool.workers() if w.state is SlotState.STOPPING]:
+        k.launcher.exit(key)
+    k.step()
+    assert k.master.pool.generation == gen + 1
+    assert k.master.phase is Phase.RELOADING
+
+
+def test_reload_whose_workers_cannot_boot_is_abandoned(kit):
+    k = kit()
+    k.all_ready()
+    old = k.keys()
+    k.signal(signal.SIGHUP)
+    new = k.keys(generation=k.master.pool.generation)
+    k.launcher.say(new[0], "boot-failed ImportError: nope")
+    k.step()
+    assert k.master.phase is Phase.RUNNING
+    assert [w.pid for w in k.master.pool.current()] == old  # the previous workers serve on
+    assert k.notify_socket.has("RELOADING=1") == 2 and k.notify_socket.has("READY=1") == 2
+    assert "reload failed" in k.master.status_text()
+
+
+def test_boot_failure_before_ready_stops_the_master_with_1(kit):
+    k = kit()
+    k.launcher.say(k.keys()[0], "boot-failed RuntimeError: no")
+    k.step()
+    assert k.master.phase is Phase.STOPPING and "failed to boot" in k.master.failure
+    for key in k.keys():
+        k.launcher.exit(key, 1)
+    k.step()
+    assert k.master.exit_code == 1
+
+
+def test_usr2_before_ready_is_refused(kit, caplog):
+    k = kit()
+    with caplog.at_level(logging.WARNING, logger="svcengine.master"):
+        k.signal(signal.SIGUSR2)
+    assert k.master.upgrader is None
+    assert "not ready yet" in caplog.text
+
+
+def test_winch_pauses_and_hup_starts_again(kit, monkeypatch):
+    from svcengine.master import changes
+
+    monkeypatch.setattr(changes, "_has_terminal", lambda: False)  # stand-in: no tty here
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGWINCH)
+    assert k.master.phase is Phase.PAUSED
+    for key in k.keys():
+        k.launcher.exit(key)
+    k.step()
+    assert k.keys() == []  # paused: nothing restarted
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.RELOADING and len(k.keys()) == 2
+
+
+class FakeUpgrader:
+    """Stands in for upgrade.Upgrader (which forks a new master): the master's side of it."""
+
+    def __init__(self) -> None:
+        self.holds_exit = True
+        self.stopped: list[bool] = []
+        self.current = None
+
+    def stop_new_master(self, quick: bool) -> None:
+        self.stopped.append(quick)
+
+    def owns(self, pid: int) -> bool:
+        return False
+
+    def fds(self) -> list[int]:
+        return []
+
+
+def test_a_stop_during_an_upgrade_stops_the_new_master_and_waits_for_it(kit):
+    k = kit()
+    k.all_ready()
+    up = FakeUpgrader()
+    k.master.upgrader = up  # type: ignore[assignment]
+    k.signal(signal.SIGTERM)
+    assert up.stopped == [False]
+    for key in k.keys():
+        k.launcher.exit(key)
+    k.step()
+    assert k.master.exit_code is None  # the new master it started is still stopping
+    up.holds_exit = False
+    k.step()
+    assert k.master.exit_code == 0
+
+
+def test_refused_reload_still_ends_with_reloading_and_ready(kit):
+    """A Type=notify-reload unit's `systemctl reload` waits for RELOADING=1 then READY=1."""
+    k = kit()
+    k.all_ready()
+
+    def broken():
+        raise ValueError("workers: not a number")
+
+    k.master.reload_config = broken
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.RUNNING and k.master.pool.generation == 0
+    assert k.notify_socket.has("RELOADING=1") == 1 and k.notify_socket.has("READY=1") == 2
+    assert k.master.status_text().startswith("reload failed: workers: not a number")
+
+
+def test_reload_while_stopping_is_refused_by_the_table(kit):
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGTERM)
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.STOPPING and k.master.pool.generation == 0
