@@ -17,8 +17,6 @@ from typing import Any
 
 from . import privileges
 
-EX_CONFIG = 78
-
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
 SIGNAL_MAPS = ("svcengine", "serverengine", "unicorn")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -21,11 +21,8 @@ import sys
 import time
 from typing import Any
 
-from . import control, pidfile
+from . import control, errors, pidfile
 from .config import check_name
-
-EX_UNAVAILABLE = 69  # the service is not running or does not answer
-EX_UNHEALTHY = 1
 
 # a command's signal under the default signal_map: used only when no control socket answers
 FALLBACK = {
@@ -85,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = EX_UNAVAILABLE) -> int:
+def _fail(message: str, code: int = errors.EX_UNAVAILABLE) -> int:
     print(f"svcengine ctl: {message}", file=sys.stderr)
     return code
 
@@ -280,7 +277,7 @@ def main(argv: list[str]) -> int:
             st = _ask(args, {"cmd": "status"})
             print(json.dumps(st, indent=2) if args.json else format_status(st))
             if args.check and not st.get("healthy"):
-                return EX_UNHEALTHY
+                return errors.EX_OTHER
             return 0
         if args.command in ("dump", "scale"):
             payload = {"cmd": args.command}
@@ -309,6 +306,6 @@ def main(argv: list[str]) -> int:
     except RuntimeError as exc:  # the master refused
         return _fail(str(exc), 1)
     except PermissionError as exc:
-        return _fail(f"permission denied: {exc}", 77)
+        return _fail(f"permission denied: {exc}", errors.EX_NOPERM)
     except (OSError, ValueError, pidfile.PidfileError) as exc:
         return _fail(str(exc))

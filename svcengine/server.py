@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from . import config as configmod
 from . import control as controlmod
 from . import daemon as daemonmod
+from . import errors, spawn
 from . import log as logsetup
 from . import pidfile as pidfilemod
 from . import sockets as socketmod
-from . import spawn
+from .errors import StartError
 from .hooks import Hooks
 from .master import Master
 from .privileges import Identity
@@ -38,16 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("svcengine")
 
-EX_SOFTWARE = 1
 UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
-
-
-class StartError(Exception):
-    """A start-up failure with the exit status it should produce."""
-
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 class Server:
@@ -220,16 +212,16 @@ class Server:
                 f"svcengine: already running: {cfg.pid_path} is locked by pid {pid}",
                 file=sys.stderr,
             )
-            return pidfilemod.EX_RUNNING
+            return errors.EX_RUNNING
         try:
             self._load_hooks()
             self.listeners = socketmod.open_all(cfg.listen, cfg.source)
         except configmod.ConfigError as exc:
             print(f"svcengine: config error: {exc}", file=sys.stderr)
-            return configmod.EX_CONFIG
+            return errors.EX_CONFIG
         except OSError as exc:
             print(f"svcengine: {exc}", file=sys.stderr)
-            return EX_SOFTWARE
+            return errors.EX_OTHER
 
         def in_daemon(readiness: daemonmod.Readiness) -> int:
             self.readiness = readiness
@@ -276,7 +268,7 @@ class Server:
         try:
             self._load_hooks()
         except configmod.ConfigError as exc:
-            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
+            raise StartError(errors.EX_CONFIG, f"config error: {exc}") from None
 
     def _serve(self, sockets_ready: bool = False) -> int:
         cfg = self.config
@@ -290,7 +282,7 @@ class Server:
             logsetup.setup(cfg.log_level, cfg.log)
         except OSError as exc:  # missing directory, a symlink, not a regular file, not ours
             why = configmod.ConfigError(f"cannot open {cfg.log}: {exc.strerror}", "log", cfg.source)
-            raise StartError(configmod.EX_CONFIG, f"config error: {why}") from None
+            raise StartError(errors.EX_CONFIG, f"config error: {why}") from None
         self.chown_log()
         try:
             if cfg.pid_path and not upgrading:
@@ -301,13 +293,13 @@ class Server:
             control = None if upgrading else self._open_control()
         except (pidfilemod.AlreadyRunning, controlmod.AlreadyServed) as exc:
             self._cleanup()  # a unix socket the launcher bound for us: by inode, ours only
-            raise StartError(pidfilemod.EX_RUNNING, str(exc)) from None
+            raise StartError(errors.EX_RUNNING, str(exc)) from None
         except configmod.ConfigError as exc:
             self._cleanup()
-            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
+            raise StartError(errors.EX_CONFIG, f"config error: {exc}") from None
         except (pidfilemod.PidfileError, OSError) as exc:
             self._cleanup()
-            raise StartError(EX_SOFTWARE, str(exc)) from None
+            raise StartError(errors.EX_OTHER, str(exc)) from None
         for listener in self.listeners:
             log.info("listening on %s", listener.name)
         if cfg.preload and self.worker_class is None and cfg.worker_type == "process":
@@ -316,7 +308,7 @@ class Server:
             except Exception as exc:
                 self._cleanup()
                 raise StartError(
-                    EX_SOFTWARE, f"preload: cannot import {cfg.worker}: {exc}"
+                    errors.EX_OTHER, f"preload: cannot import {cfg.worker}: {exc}"
                 ) from exc
             gc.collect()
             gc.freeze()  # keep the preloaded objects' pages shared: no refcount-driven copies

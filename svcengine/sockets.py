@@ -34,7 +34,7 @@ class Listener:
         return self.sock.fileno()
 
 
-def parse_address(addr: str) -> tuple[int, object]:
+def parse_address(addr: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
     """'unix:/run/x.sock', '[::1]:8000', '127.0.0.1:8000', ':8000' -> (family, address)."""
     if addr.startswith("unix:"):
         path = addr[5:]
