@@ -26,10 +26,10 @@ import socket
 from collections.abc import Callable
 
 from . import _linux
+from .protocol import env as protoenv
 
 log = logging.getLogger("svcengine.upgrade")
 
-CHANNEL_ENV = "SVCENGINE_UPGRADE_FD"
 HELLO = "hello"
 HAND_OVER = "hand-over"
 STOP_GRACEFUL = "stop graceful"
@@ -86,13 +86,13 @@ class Successor:
         self.handed_over = False
         self.told_to_stop = False
         self._selector: selectors.BaseSelector | None = None
-        value = env.pop(CHANNEL_ENV, "")
-        if value.isdigit():
+        fd = protoenv.upgrade_fd(env)
+        if fd is not None:
             try:
-                os.set_inheritable(int(value), False)
-                self.channel = Channel(socket.socket(fileno=int(value)))
+                os.set_inheritable(fd, False)
+                self.channel = Channel(socket.socket(fileno=fd))
             except OSError as exc:
-                log.warning("upgrade: no hand-over channel (fd %s): %s", value, exc)
+                log.warning("upgrade: no hand-over channel (fd %s): %s", fd, exc)
         if self.channel is not None:
             self.channel.send(HELLO)
 

@@ -30,6 +30,7 @@ from .errors import StartError
 from .hooks import Hooks
 from .master import Master
 from .privileges import Identity
+from .protocol import env as protoenv
 from .signals import PRESETS, Command, hold_until_handled
 from .systemd import Notifier
 from .worker import Worker
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from .handover import Successor
 
 log = logging.getLogger("svcengine")
-
-UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
 
 
 class Server:
@@ -63,7 +62,7 @@ class Server:
         self.pidfile: pidfilemod.Pidfile | None = None
         self.readiness = daemonmod.Readiness()
         self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
-        self.upgrading_from = upgraded_from()  # old master's pid, until take-over
+        self.upgrading_from = protoenv.upgraded_from()  # old master's pid, until take-over
         self.successor: Successor | None = None
         if self.upgrading_from is not None:
             from .handover import Successor  # only in a new master made by an upgrade
@@ -454,16 +453,6 @@ def _end_despite_threads(before: set[threading.Thread], code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
-
-
-def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
-    """In a new master: the old master's pid (and forget it, for our own children).
-
-    Here, not in upgrade.py: that module (the old master's side) is imported only on USR2.
-    """
-    env = os.environ if environ is None else environ
-    value = env.pop(UPGRADE_FROM, None)
-    return int(value) if value and value.isdigit() else None
 
 
 def create(

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _linux
-from .handover import CHANNEL_ENV, HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
+from .handover import HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
 from .pool import describe_status
-from .server import UPGRADE_FROM
+from .protocol import env as protoenv
 from .signals import Command
 from .sockets import Listener
 from .timers import Timer
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from .master import Master
 
 log = logging.getLogger("svcengine.upgrade")
-
-LISTEN_ADDRS = "SVCENGINE_LISTEN_ADDRS"  # the sockets' own names (may contain ':')
 
 
 # a stop or a TTOU in the upgrade window: who sent it decides what it means
@@ -439,21 +437,13 @@ def _exec_new_master(
         parked = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, start) for fd in fds]
         for i, fd in enumerate(parked):
             os.dup2(fd, 3 + i, inheritable=True)
-        import json  # in the child that execs the new master: nowhere else
-
         env = dict(os.environ)
-        env.update(
-            LISTEN_FDS=str(len(listeners)),
-            LISTEN_PID=str(os.getpid()),
-            LISTEN_FDNAMES=":".join(f"svc{i}" for i in range(len(listeners))),
-            **{LISTEN_ADDRS: json.dumps([s.name for s in listeners]), UPGRADE_FROM: str(old_pid)},
-        )
-        env[CHANNEL_ENV] = str(3 + len(listeners))
+        for key in (protoenv.LISTEN_FDS, protoenv.LISTEN_PID, protoenv.LISTEN_FDNAMES):
+            env.pop(key, None)  # systemd's, for us: the new master gets ours, or none
+        names = [s.name for s in listeners]
+        env.update(protoenv.upgrade_env(names, old_pid, os.getpid(), 3 + len(listeners)))
         if "WATCHDOG_USEC" in env:
             env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog follows the new main pid
-        if not listeners:
-            for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-                env.pop(key)
         os.chdir(cwd)
         os.execve(argv[0], argv, env)
     except BaseException:
