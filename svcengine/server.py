@@ -36,7 +36,7 @@ from .systemd import Notifier
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .handover import Successor
+    from .upgrade import Successor
 
 log = logging.getLogger("svcengine")
 
@@ -65,7 +65,7 @@ class Server:
         self.upgrading_from = protoenv.upgraded_from()  # old master's pid, until take-over
         self.successor: Successor | None = None
         if self.upgrading_from is not None:
-            from .handover import Successor  # only in a new master made by an upgrade
+            from .upgrade import Successor  # only in a new master made by an upgrade
 
             self.successor = Successor(self.upgrading_from)
         self._handed_over = False
@@ -114,23 +114,9 @@ class Server:
 
     def take_over(self) -> None:
         """First READY of a new master from an upgrade: claim the pidfile and control socket."""
-        if self.upgrading_from is None:
+        if self.upgrading_from is None or self.successor is None:
             return
-        cfg = self.config
-        if cfg.pid_path:
-            self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
-            try:
-                self.pidfile.acquire()
-            except pidfilemod.PidfileError as exc:
-                log.error("upgrade: cannot take the pidfile: %s", exc)
-                self.pidfile = None
-            _remove_stale(os.path.abspath(cfg.pid_path) + ".oldbin")
-        for listener in self.listeners:
-            if listener.name.startswith("unix:") and listener.inode is None:
-                try:
-                    listener.inode = os.stat(listener.name[5:]).st_ino
-                except OSError:
-                    pass
+        self.pidfile = self.successor.take_over(self.config.pid_path, self.listeners)
         assert self.master is not None
         try:
             self.master.attach_control(self._open_control())
@@ -145,46 +131,17 @@ class Server:
             return
         self.upgrading_from = None
         assert self.master is not None
-        self.master.notify.barrier()  # systemd has seen MAINPID= before the old master goes
         graceful = next(
             (s for s, c in self.master.commands.items() if c is Command.GRACEFUL_STOP),
             signal.SIGTERM,
         )
         if self.successor is not None:
-            self.successor.hand_over(graceful)
+            self.successor.announce_ready(self.master.notify, graceful)
 
     def handed_over(self) -> None:
         """An old master after a successful upgrade: its sockets are the new one's now
         (its pidfile, renamed to .oldbin, is still its own to remove)."""
         self._handed_over = True
-
-    def pidfile_to_oldbin(self) -> None:
-        """USR2: Unicorn's `.oldbin`. A pidfile someone removed does not stop the upgrade."""
-        if self.pidfile is None:
-            return
-        try:
-            self.pidfile.rename(self.pidfile.path + ".oldbin")
-        except pidfilemod.PidfileError as exc:
-            log.warning("upgrade: %s; upgrading without a pidfile", exc)
-
-    def pidfile_from_oldbin(self) -> None:
-        """A rollback: the pidfile names this master again, even if it was removed meanwhile."""
-        pf = self.pidfile
-        if pf is None:
-            return
-        path = pf.path.removesuffix(".oldbin")
-        if path != pf.path:
-            try:
-                pf.rename(path)
-                return
-            except pidfilemod.PidfileError as exc:
-                log.warning("upgrade: %s; writing %s again", exc, path)
-        elif pf.names_us():
-            return
-        try:
-            pf.rewrite(path)
-        except (pidfilemod.PidfileError, OSError) as exc:
-            log.error("cannot restore the pidfile %s: %s", path, exc)
 
     # --- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -418,17 +375,6 @@ def overridden_by_flags(path: str, overrides: dict[str, Any]) -> list[tuple[str,
             shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
             out.append((key, values[key], f"{flag} {shown}"))
     return out
-
-
-def _remove_stale(path: str) -> None:
-    """A `.oldbin` no live master holds (its master was killed mid-upgrade): a script
-    sending QUIT to the pid in it would hit whatever process reuses that pid."""
-    if os.path.exists(path) and not pidfilemod.is_locked(path):
-        try:
-            os.unlink(path)
-            log.warning("upgrade: removed %s: the old master left it behind", path)
-        except OSError:
-            pass
 
 
 def _end_despite_threads(before: set[threading.Thread], code: int) -> None:

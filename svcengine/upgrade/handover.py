@@ -24,9 +24,16 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import _linux
-from .protocol import env as protoenv
+from .. import _linux
+from ..protocol import env as protoenv
+from .oldbin import take_pidfile
+
+if TYPE_CHECKING:
+    from ..pidfile import Pidfile
+    from ..sockets import Listener
+    from ..systemd import Notifier
 
 log = logging.getLogger("svcengine.upgrade")
 
@@ -129,6 +136,23 @@ class Successor:
                     stop(line == STOP_QUICK)
 
         selector.register(channel.fileno(), selectors.EVENT_READ, on_readable)
+
+    def take_over(self, pid_path: str | None, listeners: list[Listener]) -> Pidfile | None:
+        """First READY: the pidfile is ours now (returned), and so are the unix socket files
+        the old master bound (we may remove them at our end, by inode)."""
+        pidfile = take_pidfile(pid_path)
+        for listener in listeners:
+            if listener.name.startswith("unix:") and listener.inode is None:
+                try:
+                    listener.inode = os.stat(listener.name[5:]).st_ino
+                except OSError:
+                    pass
+        return pidfile
+
+    def announce_ready(self, notify: Notifier, graceful: signal.Signals) -> None:
+        """READY sent and the pidfile and control socket taken: the old master may go."""
+        notify.barrier()  # systemd has seen MAINPID= before the old master goes
+        self.hand_over(graceful)
 
     def hand_over(self, graceful: signal.Signals) -> None:
         """Tell the old master to go: on the channel, or (an older old master) by signal."""
