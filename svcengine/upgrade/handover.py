@@ -32,6 +32,7 @@ from .oldbin import take_pidfile
 
 if TYPE_CHECKING:
     from ..pidfile import Pidfile
+    from ..signals import Command
     from ..sockets import Listener
     from ..systemd import Notifier
 
@@ -149,9 +150,12 @@ class Successor:
                     pass
         return pidfile
 
-    def announce_ready(self, notify: Notifier, graceful: signal.Signals) -> None:
+    def announce_ready(self, notify: Notifier, commands: dict[signal.Signals, Command]) -> None:
         """READY sent and the pidfile and control socket taken: the old master may go."""
         notify.barrier()  # systemd has seen MAINPID= before the old master goes
+        graceful = next(
+            (s for s, c in commands.items() if c is Command.GRACEFUL_STOP), signal.SIGTERM
+        )
         self.hand_over(graceful)
 
     def hand_over(self, graceful: signal.Signals) -> None:
