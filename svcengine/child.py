@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 
 from . import channel
-from . import log as logsetup
 from .config import Config
+from .unix import log as logsetup
 
 log = logging.getLogger("svcengine.worker")
 

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import privileges
+from .unix import privileges
 
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
 SIGNAL_MAPS = ("svcengine", "serverengine", "unicorn")
@@ -177,7 +177,7 @@ class Config:
                 except LookupError as exc:
                     raise ConfigError(str(exc.args[0]), key, src) from None
         if self.listen:
-            from .sockets import parse_address  # sockets imports this module
+            from .unix.sockets import parse_address  # sockets imports this module
 
             for addr in self.listen:
                 try:

@@ -15,14 +15,15 @@ import argparse
 import json
 import math
 import os
-import select
 import signal
 import sys
 import time
 from typing import Any
 
-from . import control, errors, pidfile
+from . import control, errors
 from .config import check_name
+from .unix import linux as _linux
+from .unix import pidfile
 
 # a command's signal under the default signal_map: used only when no control socket answers
 FALLBACK = {
@@ -174,15 +175,7 @@ def _send(args: argparse.Namespace, command: str) -> int:
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        return bool(readable)
-    finally:
-        os.close(fd)
+    return _linux.wait_exit(pid, timeout)
 
 
 def _human(seconds: float | None) -> str:

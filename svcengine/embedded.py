@@ -15,15 +15,16 @@ import signal
 import traceback
 from typing import TYPE_CHECKING
 
-from . import child, proctitle
-from . import log as logsetup
+from . import child
 from .signals import PRESETS
 from .spawn import import_worker
-from .systemd import Notifier
+from .unix import log as logsetup
+from .unix import proctitle
+from .unix.systemd import Notifier
 
 if TYPE_CHECKING:
     from .server import Server
-    from .sockets import Listener
+    from .unix.sockets import Listener
 
 log = logging.getLogger("svcengine")
 

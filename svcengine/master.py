@@ -15,19 +15,21 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _linux, channel, config, health, proctitle, report, spawn, timers
-from . import log as logsetup
+from . import channel, config, health, report, spawn, timers
 from .control import ControlServer
 from .pool import Backoff, Phase, Pool, State, Worker, describe_status
-from .privileges import Identity
 from .signals import NAMED, PRESETS, Command, SignalPipe
 from .stopping import Stopper
-from .systemd import Notifier, watchdog_interval
+from .unix import linux as _linux
+from .unix import log as logsetup
+from .unix import proctitle
+from .unix.privileges import Identity
+from .unix.systemd import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
     from .server import Server
-    from .sockets import Listener
     from .threads import ThreadWorkers
+    from .unix.sockets import Listener
     from .upgrade import Upgrader
 
 log = logging.getLogger("svcengine.master")

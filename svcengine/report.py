@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _linux, health, timers
+from . import health, timers
 from .pool import Phase, Pool
+from .unix import linux as _linux
 
 if TYPE_CHECKING:
     from .master import Master

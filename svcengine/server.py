@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as configmod
 from . import control as controlmod
-from . import daemon as daemonmod
 from . import errors, starting
-from . import log as logsetup
-from . import pidfile as pidfilemod
-from . import sockets as socketmod
 from .errors import StartError
 from .hooks import Hooks
 from .master import Master
 from .protocol import env as protoenv
 from .signals import PRESETS, Command, hold_until_handled
-from .systemd import Notifier
+from .unix import daemon as daemonmod
+from .unix import log as logsetup
+from .unix import pidfile as pidfilemod
+from .unix import sockets as socketmod
+from .unix.systemd import Notifier
 from .worker import Worker
 
 if TYPE_CHECKING:

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _linux, channel, child, proctitle, systemd
-from . import log as logsetup
+from . import channel, child
 from .config import Config
-from .privileges import Identity
 from .protocol.env import SPAWN as SPAWN_ENV
 from .protocol.env import encode_spawn
+from .unix import linux as _linux
+from .unix import log as logsetup
+from .unix import proctitle, systemd
+from .unix.privileges import Identity
 from .worker import Worker
 
 log = logging.getLogger("svcengine.master")

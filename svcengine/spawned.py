@@ -14,10 +14,10 @@ import socket
 import sys
 
 from . import channel, child, config
-from . import log as logsetup
 from .hooks import Hooks
 from .protocol.env import SPAWN, decode_spawn
 from .spawn import boot
+from .unix import log as logsetup
 
 
 def main() -> int:

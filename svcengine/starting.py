@@ -15,10 +15,10 @@ from typing import Any
 from . import config as configmod
 from . import control as controlmod
 from . import errors, spawn
-from . import log as logsetup
 from .errors import StartError
 from .hooks import Hooks
-from .privileges import Identity
+from .unix import log as logsetup
+from .unix.privileges import Identity
 from .worker import Worker
 
 log = logging.getLogger("svcengine")

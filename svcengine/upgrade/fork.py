@@ -13,9 +13,9 @@ import signal
 import sys
 import traceback
 
-from .. import _linux
 from ..protocol import env as protoenv
-from ..sockets import Listener
+from ..unix import linux as _linux
+from ..unix.sockets import Listener
 
 
 def command_line(configured: list[str] | None) -> list[str]:
@@ -49,7 +49,7 @@ def spawn_new_master(
 def _double_fork(
     argv: list[str], listeners: list[Listener], old_pid: int, cwd: str, channel: int
 ) -> int:
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = _linux.pipe()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()))
     try:
         middle = os.fork()

@@ -26,15 +26,15 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import _linux
 from ..protocol import env as protoenv
+from ..unix import linux as _linux
 from .oldbin import take_pidfile
 
 if TYPE_CHECKING:
-    from ..pidfile import Pidfile
     from ..signals import Command
-    from ..sockets import Listener
-    from ..systemd import Notifier
+    from ..unix.pidfile import Pidfile
+    from ..unix.sockets import Listener
+    from ..unix.systemd import Notifier
 
 log = logging.getLogger("svcengine.upgrade")
 

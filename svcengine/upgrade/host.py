@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..config import Config
     from ..hooks import Hooks
-    from ..pidfile import Pidfile
     from ..signals import Command
-    from ..sockets import Listener
-    from ..systemd import Notifier
     from ..timers import Timers
+    from ..unix.pidfile import Pidfile
+    from ..unix.sockets import Listener
+    from ..unix.systemd import Notifier
 
 
 class UpgradeServer(Protocol):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..pidfile import Pidfile, PidfileError, is_locked
+from ..unix.pidfile import Pidfile, PidfileError, is_locked
 
 log = logging.getLogger("svcengine.upgrade")
 

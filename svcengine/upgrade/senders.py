@@ -9,7 +9,7 @@ import selectors
 import signal
 from collections.abc import Callable
 
-from .. import _linux
+from ..unix import linux as _linux
 
 log = logging.getLogger("svcengine.upgrade")
 

@@ -15,9 +15,9 @@ import signal
 import socket
 import time
 
-from .. import _linux
 from ..pool import describe_status
 from ..signals import Command
+from ..unix import linux as _linux
 from .fork import command_line, spawn_new_master
 from .handover import HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
 from .host import UpgradeHost

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from svcengine import pidfile
+from svcengine.unix import pidfile
 from svcengine.upgrade.handover import Channel
 
 

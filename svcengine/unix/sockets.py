@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import _linux
-from .config import ConfigError
-from .protocol import env as protoenv
+from ..config import ConfigError
+from ..protocol import env as protoenv
+from . import linux as _linux
 
 UNIX_PATH_MAX = 107  # bytes of sun_path, without its terminating NUL
 

@@ -20,7 +20,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import errors
+from .. import errors
+from . import linux
 
 STOP_GRACE = 30.0  # seconds a daemon stopped at the start timeout gets before SIGKILL
 
@@ -72,7 +73,7 @@ def launch(
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        rfd, wfd = linux.pipe()
         try:
             pid = os.fork()
         except OSError:
