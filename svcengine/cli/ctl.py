@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from . import control, errors
-from .config import check_name
-from .unix import linux as _linux
-from .unix import pidfile
+from .. import control, errors
+from ..config import check_name
+from ..unix import linux as _linux
+from ..unix import pidfile
 
 # a command's signal under the default signal_map: used only when no control socket answers
 FALLBACK = {
@@ -174,10 +174,6 @@ def _send(args: argparse.Namespace, command: str) -> int:
     return pid
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    return _linux.wait_exit(pid, timeout)
-
-
 def _human(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -228,7 +224,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     old_gone = False
     while time.monotonic() < deadline:
         if not old_gone:
-            old_gone = _wait_gone(old, 0.1)
+            old_gone = _linux.wait_exit(old, 0.1)
         if not old_gone:
             try:
                 st = _ask(args, {"cmd": "status"})
@@ -251,7 +247,7 @@ def _upgrade(args: argparse.Namespace) -> int:
         if holder and holder != old and new in (None, holder):
             print(f"upgrade: master {old} replaced by {holder}")
             return 0
-        if new is not None and _wait_gone(new, 0.1):
+        if new is not None and _linux.wait_exit(new, 0.1):
             return _fail(f"the old master {old} and the new one {new} both exited", 1)
         if new is None:
             time.sleep(0.1)  # no successor known to wait on: look at the pidfile again
@@ -290,7 +286,7 @@ def main(argv: list[str]) -> int:
         t0 = time.monotonic()
         pid = _send(args, args.command)
         if args.command in ("stop", "quit"):
-            if not _wait_gone(pid, args.timeout):
+            if not _linux.wait_exit(pid, args.timeout):
                 return _fail(f"pid {pid} still running after {args.timeout:.0f}s", 1)
             print(f"{args.command}: master {pid} exited after {time.monotonic() - t0:.2f}s")
         else:

@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from . import __version__, errors
-from . import config as configmod
-from .server import Server
+from .. import __version__, errors
+from .. import config as configmod
+from ..server import Server
 
 
 class _Parser(argparse.ArgumentParser):
