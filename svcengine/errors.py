@@ -24,3 +24,25 @@ class StartError(Exception):
     def __init__(self, code: int, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+def printable(text: str) -> str:
+    """One line, whatever the file held: control characters shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class ConfigError(Exception):
+    """A configuration problem; the CLI turns it into exit status 78."""
+
+    def __init__(self, message: str, key: str | None = None, source: str | None = None):
+        self.key = key
+        self.source = source
+        where = []
+        if key:
+            where.append(f"key '{key}'")
+        if source:
+            where.append(f"in {source}")
+        text = f"{' '.join(where)}: {message}" if where else message
+        super().__init__(printable(text))

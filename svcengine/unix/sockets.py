@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..protocol import env as protoenv
 from . import linux as _linux
 

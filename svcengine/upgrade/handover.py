@@ -27,11 +27,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol import env as protoenv
+from ..signals import Command
 from ..unix import linux as _linux
 from .oldbin import take_pidfile
 
 if TYPE_CHECKING:
-    from ..signals import Command
     from ..unix.pidfile import Pidfile
     from ..unix.sockets import Listener
     from ..unix.systemd import Notifier
