@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import typecheck
-from .errors import (
-    ConfigError as ConfigError,
-)  # re-exported: svcengine.ConfigError, config.ConfigError
+from .errors import ConfigError as ConfigError  # public as config.ConfigError too
 from .unix import privileges
 
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
