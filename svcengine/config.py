@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import privileges
-
-EX_CONFIG = 78
+from . import typecheck
+from .errors import ConfigError as ConfigError  # public as config.ConfigError too
+from .unix import privileges
 
 WORKER_TYPES = ("process", "spawn", "thread", "embedded")
 SIGNAL_MAPS = ("svcengine", "serverengine", "unicorn")
@@ -49,28 +48,6 @@ START_ONLY = (
     "chumask",
     "daemon_process_name",
 )
-
-
-def _printable(text: str) -> str:
-    """One line, whatever the file held: control characters shown escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-class ConfigError(Exception):
-    """A configuration problem; the CLI turns it into exit status 78."""
-
-    def __init__(self, message: str, key: str | None = None, source: str | None = None):
-        self.key = key
-        self.source = source
-        where = []
-        if key:
-            where.append(f"key '{key}'")
-        if source:
-            where.append(f"in {source}")
-        text = f"{' '.join(where)}: {message}" if where else message
-        super().__init__(_printable(text))
 
 
 def check_workers(n: int) -> int:
@@ -181,7 +158,7 @@ class Config:
                 except LookupError as exc:
                     raise ConfigError(str(exc.args[0]), key, src) from None
         if self.listen:
-            from .sockets import parse_address  # sockets imports this module
+            from .unix.sockets import parse_address  # sockets imports this module
 
             for addr in self.listen:
                 try:
@@ -276,38 +253,6 @@ def option_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "source"]
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
-    if origin is dict:
-        return "a table"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
-    return names.get(hint, str(hint))
-
-
 def from_mapping(values: dict[str, Any], source: str | None, base: Config | None = None) -> Config:
     """Build a Config from plain values, checking each key's name and type."""
     hints = typing.get_type_hints(Config)
@@ -315,9 +260,9 @@ def from_mapping(values: dict[str, Any], source: str | None, base: Config | None
     for key, value in values.items():
         if key not in known:
             raise ConfigError("unknown key", key, source)
-        if not _type_ok(value, hints[key]):
+        if not typecheck.type_ok(value, hints[key]):
             got = type(value).__name__
-            raise ConfigError(f"expected {_type_name(hints[key])}, got {got}", key, source)
+            raise ConfigError(f"expected {typecheck.type_name(hints[key])}, got {got}", key, source)
         if hints[key] is float and isinstance(value, int):
             values[key] = float(value)
     cfg = dataclasses.replace(base or Config(), **values, source=source)

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _linux, sockets
 from .config import check_name
 from .timers import Timers
+from .unix import linux as _linux
+from .unix import sockets
 
 log = logging.getLogger("svcengine.control")
 

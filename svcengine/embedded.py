@@ -15,16 +15,17 @@ import signal
 import traceback
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import child, proctitle
-from . import log as logsetup
+from . import child
 from .child.boot import boot_error, construct
 from .signals import PRESETS
-from .systemd import Notifier
+from .unix import log as logsetup
+from .unix import proctitle
+from .unix.systemd import Notifier
 
 if TYPE_CHECKING:
     from .config import Config
     from .hooks import Hooks
-    from .sockets import Listener
+    from .unix.sockets import Listener
     from .worker import Worker
 
 log = logging.getLogger("svcengine")

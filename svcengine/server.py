@@ -10,10 +10,8 @@ and the daemon reports readiness (or its error) back through a pipe.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -21,33 +19,23 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as configmod
 from . import control as controlmod
-from . import daemon as daemonmod
-from . import log as logsetup
-from . import pidfile as pidfilemod
-from . import sockets as socketmod
-from . import spawn
+from . import errors, starting
+from .errors import StartError
 from .hooks import Hooks
 from .master import Master
-from .privileges import Identity
+from .protocol import env as protoenv
 from .signals import PRESETS, Command, hold_until_handled
-from .systemd import Notifier
+from .unix import daemon as daemonmod
+from .unix import log as logsetup
+from .unix import pidfile as pidfilemod
+from .unix import sockets as socketmod
+from .unix.systemd import Notifier
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .handover import Successor
+    from .upgrade import Successor
 
 log = logging.getLogger("svcengine")
-
-EX_SOFTWARE = 1
-UPGRADE_FROM = "SVCENGINE_UPGRADE_FROM"  # the old master's pid, in the new master's env
-
-
-class StartError(Exception):
-    """A start-up failure with the exit status it should produce."""
-
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 class Server:
@@ -71,10 +59,10 @@ class Server:
         self.pidfile: pidfilemod.Pidfile | None = None
         self.readiness = daemonmod.Readiness()
         self.start_cwd = os.getcwd()  # an upgrade re-executes our command line from here
-        self.upgrading_from = upgraded_from()  # old master's pid, until take-over
+        self.upgrading_from = protoenv.upgraded_from()  # old master's pid, until take-over
         self.successor: Successor | None = None
         if self.upgrading_from is not None:
-            from .handover import Successor  # only in a new master made by an upgrade
+            from .upgrade import Successor  # only in a new master made by an upgrade
 
             self.successor = Successor(self.upgrading_from)
         self._handed_over = False
@@ -109,40 +97,18 @@ class Server:
     def reload_config(self) -> configmod.Config:
         if self.config_path is None:
             return self.config
-        cfg = configmod.load(self.config_path, self.overrides)
-        for key, in_file, flag in overridden_by_flags(self.config_path, self.overrides):
-            log.warning(
-                "reload: %s = %r in %s is overridden by %s from the command line "
-                "(flags hold across reloads; drop the flag to let the file decide)",
-                key,
-                in_file,
-                self.config_path,
-                flag,
-            )
-        return cfg.absolute() if self.config.daemonize else cfg
+        return starting.reload_config(self.config_path, self.overrides, self.config.daemonize)
 
     def take_over(self) -> None:
         """First READY of a new master from an upgrade: claim the pidfile and control socket."""
-        if self.upgrading_from is None:
+        if self.upgrading_from is None or self.successor is None:
             return
-        cfg = self.config
-        if cfg.pid_path:
-            self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
-            try:
-                self.pidfile.acquire()
-            except pidfilemod.PidfileError as exc:
-                log.error("upgrade: cannot take the pidfile: %s", exc)
-                self.pidfile = None
-            _remove_stale(os.path.abspath(cfg.pid_path) + ".oldbin")
-        for listener in self.listeners:
-            if listener.name.startswith("unix:") and listener.inode is None:
-                try:
-                    listener.inode = os.stat(listener.name[5:]).st_ino
-                except OSError:
-                    pass
+        self.pidfile = self.successor.take_over(self.config.pid_path, self.listeners)
         assert self.master is not None
         try:
-            self.master.attach_control(self._open_control())
+            self.master.attach_control(
+                starting.open_control(self.config, self._control_request, self.upgrading_from)
+            )
         except controlmod.AlreadyServed as exc:  # a third process, not our predecessor
             log.error("upgrade: no control socket: %s", exc)
 
@@ -154,46 +120,13 @@ class Server:
             return
         self.upgrading_from = None
         assert self.master is not None
-        self.master.notify.barrier()  # systemd has seen MAINPID= before the old master goes
-        graceful = next(
-            (s for s, c in self.master.commands.items() if c is Command.GRACEFUL_STOP),
-            signal.SIGTERM,
-        )
         if self.successor is not None:
-            self.successor.hand_over(graceful)
+            self.successor.announce_ready(self.master.notify, self.master.commands)
 
     def handed_over(self) -> None:
         """An old master after a successful upgrade: its sockets are the new one's now
         (its pidfile, renamed to .oldbin, is still its own to remove)."""
         self._handed_over = True
-
-    def pidfile_to_oldbin(self) -> None:
-        """USR2: Unicorn's `.oldbin`. A pidfile someone removed does not stop the upgrade."""
-        if self.pidfile is None:
-            return
-        try:
-            self.pidfile.rename(self.pidfile.path + ".oldbin")
-        except pidfilemod.PidfileError as exc:
-            log.warning("upgrade: %s; upgrading without a pidfile", exc)
-
-    def pidfile_from_oldbin(self) -> None:
-        """A rollback: the pidfile names this master again, even if it was removed meanwhile."""
-        pf = self.pidfile
-        if pf is None:
-            return
-        path = pf.path.removesuffix(".oldbin")
-        if path != pf.path:
-            try:
-                pf.rename(path)
-                return
-            except pidfilemod.PidfileError as exc:
-                log.warning("upgrade: %s; writing %s again", exc, path)
-        elif pf.names_us():
-            return
-        try:
-            pf.rewrite(path)
-        except (pidfilemod.PidfileError, OSError) as exc:
-            log.error("cannot restore the pidfile %s: %s", path, exc)
 
     # --- running ---------------------------------------------------------------
     def run(self) -> int:
@@ -210,7 +143,7 @@ class Server:
         except StartError as exc:
             logsetup.tell_operator(str(exc))
             code = exc.code
-        _end_despite_threads(before, code)
+        starting.end_despite_threads(before, code)
         return code
 
     def _launch_daemon(self) -> int:
@@ -220,16 +153,16 @@ class Server:
                 f"svcengine: already running: {cfg.pid_path} is locked by pid {pid}",
                 file=sys.stderr,
             )
-            return pidfilemod.EX_RUNNING
+            return errors.EX_RUNNING
         try:
-            self._load_hooks()
+            starting.load_hooks(self.config, self.hooks)
             self.listeners = socketmod.open_all(cfg.listen, cfg.source)
         except configmod.ConfigError as exc:
             print(f"svcengine: config error: {exc}", file=sys.stderr)
-            return configmod.EX_CONFIG
+            return errors.EX_CONFIG
         except OSError as exc:
             print(f"svcengine: {exc}", file=sys.stderr)
-            return EX_SOFTWARE
+            return errors.EX_OTHER
 
         def in_daemon(readiness: daemonmod.Readiness) -> int:
             self.readiness = readiness
@@ -255,29 +188,6 @@ class Server:
             stop_signal=quick_stop,
         )
 
-    def _load_hooks(self) -> None:
-        cfg = self.config
-        for entry in reversed(cfg.python_path):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
-        if cfg.hooks:
-            try:
-                self.hooks.load_module(cfg.hooks)
-            except Exception as exc:
-                raise configmod.ConfigError(
-                    f"cannot import hooks module: {exc}", "hooks", cfg.source
-                ) from exc
-
-    def _check_before_logging(self) -> None:
-        """The config errors a start can find only by importing (the hooks module; the
-        listen addresses were checked with the rest of the config), found before the log
-        file is opened: a start that fails on its config leaves nothing behind, not even an
-        empty log file."""
-        try:
-            self._load_hooks()
-        except configmod.ConfigError as exc:
-            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
-
     def _serve(self, sockets_ready: bool = False) -> int:
         cfg = self.config
         hold_until_handled(PRESETS[cfg.signal_map])  # before the pidfile makes us visible
@@ -285,42 +195,37 @@ class Server:
             os.umask(cfg.chumask)
         upgrading = self.upgrading_from is not None
         if not sockets_ready:
-            self._check_before_logging()
+            starting.check_before_logging(cfg, self.hooks)
         try:
             logsetup.setup(cfg.log_level, cfg.log)
         except OSError as exc:  # missing directory, a symlink, not a regular file, not ours
             why = configmod.ConfigError(f"cannot open {cfg.log}: {exc.strerror}", "log", cfg.source)
-            raise StartError(configmod.EX_CONFIG, f"config error: {why}") from None
-        self.chown_log()
+            raise StartError(errors.EX_CONFIG, f"config error: {why}") from None
+        starting.chown_log(cfg)
         try:
             if cfg.pid_path and not upgrading:
                 self.pidfile = pidfilemod.Pidfile(cfg.pid_path)
                 self.pidfile.acquire()
             if not sockets_ready:
                 self.listeners = socketmod.open_all(cfg.listen, cfg.source)
-            control = None if upgrading else self._open_control()
+            control = None if upgrading else starting.open_control(cfg, self._control_request, None)
         except (pidfilemod.AlreadyRunning, controlmod.AlreadyServed) as exc:
             self._cleanup()  # a unix socket the launcher bound for us: by inode, ours only
-            raise StartError(pidfilemod.EX_RUNNING, str(exc)) from None
+            raise StartError(errors.EX_RUNNING, str(exc)) from None
         except configmod.ConfigError as exc:
             self._cleanup()
-            raise StartError(configmod.EX_CONFIG, f"config error: {exc}") from None
+            raise StartError(errors.EX_CONFIG, f"config error: {exc}") from None
         except (pidfilemod.PidfileError, OSError) as exc:
             self._cleanup()
-            raise StartError(EX_SOFTWARE, str(exc)) from None
+            raise StartError(errors.EX_OTHER, str(exc)) from None
         for listener in self.listeners:
             log.info("listening on %s", listener.name)
         if cfg.preload and self.worker_class is None and cfg.worker_type == "process":
             try:
-                self.worker_class = spawn.import_worker(cfg.worker, cfg.python_path)
-            except Exception as exc:
+                self.worker_class = starting.preload(cfg)
+            except StartError:
                 self._cleanup()
-                raise StartError(
-                    EX_SOFTWARE, f"preload: cannot import {cfg.worker}: {exc}"
-                ) from exc
-            gc.collect()
-            gc.freeze()  # keep the preloaded objects' pages shared: no refcount-driven copies
-            log.info("preloaded %s", cfg.worker)
+                raise
         notifier = Notifier()
         notifier.standby = upgrading
         if cfg.worker_type == "embedded":
@@ -346,49 +251,8 @@ class Server:
             self._cleanup()
         return code
 
-    def _open_control(self) -> controlmod.ControlServer | None:
-        cfg = self.config
-        path = controlmod.socket_path(cfg.control_socket, cfg.pid_path, cfg.name)
-        if path is None:
-            return None
-        identity = Identity.resolve(cfg.chuser, cfg.chgroup)
-        allowed = {os.geteuid()} | ({identity.uid} if identity else set())
-        try:
-            server = controlmod.ControlServer(
-                path,
-                self._control_request,
-                allowed,
-                replaces=self.upgrading_from,
-                # no socket named and no pidfile: the socket lives in /run/svcengine/NAME
-                runtime_dir=not cfg.control_socket and not cfg.pid_path,
-            )
-        except controlmod.UnsafeDirectory as exc:
-            if self.upgrading_from is None:
-                raise  # at start: refuse to start, in one line
-            log.error("no control socket: %s", exc)  # an upgrade: serve on without one
-            return None
-        except OSError as exc:
-            if cfg.control_socket:
-                # named in the config, e.g. for a container's probes: serving where no probe can
-                # reach us would only get us restarted forever, with a less clear reason
-                msg = f"cannot create {path}: {exc.strerror}"
-                raise configmod.ConfigError(msg, "control_socket", cfg.source) from None
-            log.warning("no control socket at %s: %s", path, exc.strerror)
-            return None
-        if identity is not None and os.geteuid() == 0:
-            server.chown(identity.uid, identity.gid)
-        return server
-
     def chown_log(self) -> None:
-        """A root master dropping the workers' privileges: the log file is theirs to reopen."""
-        cfg = self.config
-        identity = Identity.resolve(cfg.chuser, cfg.chgroup) if cfg.log else None
-        if identity is None or os.geteuid() != 0:
-            return
-        try:
-            logsetup.chown_log(identity.uid, identity.gid)
-        except OSError as exc:
-            log.warning("cannot give %s to the workers' user: %s", cfg.log, exc.strerror)
+        starting.chown_log(self.config)
 
     def _control_request(self, req: dict[str, Any]) -> dict[str, Any]:
         return self._require_master().control_request(req)
@@ -402,76 +266,6 @@ class Server:
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
-
-
-_FLAGS = {"worker": "MODULE:CLASS", "pid_path": "--pid", "daemonize": "--daemonize/--foreground"}
-
-
-def overridden_by_flags(path: str, overrides: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(key, the file's value, the flag that wins) for each key that both the file and the
-    command line set, to different values: a reload re-reads the file but keeps the flags, as
-    Gunicorn does, and says so rather than ignoring the file's edit without a word."""
-    if not overrides:
-        return []
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        return []  # load() has just read it; a race with an editor is not worth a message
-    out = []
-    for key, value in overrides.items():
-        if key in values and values[key] != value:
-            flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
-            shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-            out.append((key, values[key], f"{flag} {shown}"))
-    return out
-
-
-def _remove_stale(path: str) -> None:
-    """A `.oldbin` no live master holds (its master was killed mid-upgrade): a script
-    sending QUIT to the pid in it would hit whatever process reuses that pid."""
-    if os.path.exists(path) and not pidfilemod.is_locked(path):
-        try:
-            os.unlink(path)
-            log.warning("upgrade: removed %s: the old master left it behind", path)
-        except OSError:
-            pass
-
-
-def _end_despite_threads(before: set[threading.Thread], code: int) -> None:
-    """Exit now if threads started during run() would keep the interpreter alive."""
-    lingering = [
-        t.name
-        for t in threading.enumerate()
-        if t.is_alive() and not t.daemon and t is not threading.current_thread() and t not in before
-    ]
-    if not lingering:
-        return
-    log.warning(
-        "thread(s) still running after the master stopped: %s (not daemon threads; a hook "
-        "started them?); ending the process with status %d, as the svcengine command does",
-        ", ".join(lingering),
-        code,
-    )
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
-def upgraded_from(environ: dict[str, str] | None = None) -> int | None:
-    """In a new master: the old master's pid (and forget it, for our own children).
-
-    Here, not in upgrade.py: that module (the old master's side) is imported only on USR2.
-    """
-    env = os.environ if environ is None else environ
-    value = env.pop(UPGRADE_FROM, None)
-    return int(value) if value and value.isdigit() else None
 
 
 def create(

@@ -21,18 +21,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _linux, channel, child, proctitle, systemd
-from . import log as logsetup
+from . import channel, child
 from .child.boot import boot_error, construct, exit_code, serve
 from .child.boot import import_worker as import_worker  # its old home: server, threads
 from .config import Config
-from .privileges import Identity
+from .protocol.env import SPAWN as SPAWN_ENV
+from .protocol.env import encode_spawn
+from .unix import linux as _linux
+from .unix import log as logsetup
+from .unix import proctitle, systemd
+from .unix.privileges import Identity
 from .worker import Worker
 
 log = logging.getLogger("svcengine.master")
 
 ALL_SIGNALS = set(signal.valid_signals())
-SPAWN_ENV = "SVCENGINE_SPAWN"
 
 
 @dataclass
@@ -164,14 +167,12 @@ def _exec_spawned(
     ctx: ForkContext, worker_id: int, status_fd: int, life_fd: int, beat_index: int, old_mask: Any
 ) -> None:
     """worker_type = "spawn": a fresh interpreter, handed its fds by number."""
-    import json  # only this worker type needs it, and this process execs at once
-
     cfg = ctx.config
     keep = [status_fd, life_fd, ctx.heartbeats.fd, *(s.fileno() for s in ctx.sockets)]
     for fd in keep:
         os.set_inheritable(fd, True)
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "source"}
-    os.environ[SPAWN_ENV] = json.dumps(
+    os.environ[SPAWN_ENV] = encode_spawn(
         {
             "worker_id": worker_id,
             "master_pid": ctx.master_pid,

@@ -8,20 +8,20 @@ of the master's memory, threads or locks comes along.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import socket
 import sys
 
 from . import channel, child, config
-from . import log as logsetup
 from .hooks import Hooks
-from .spawn import SPAWN_ENV, boot
+from .protocol.env import SPAWN, decode_spawn
+from .spawn import boot
+from .unix import log as logsetup
 
 
 def main() -> int:
-    spec = json.loads(os.environ.pop(SPAWN_ENV))
+    spec = decode_spawn(os.environ.pop(SPAWN))
     cfg = config.from_mapping(spec["config"], spec["source"])
     logsetup.setup(cfg.log_level)  # fd 2 is already the master's log (file or journal)
     for entry in reversed(spec["sys_path"]):  # the master's import path, as a fork would have

@@ -11,7 +11,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,9 @@ def parse(table: dict[str, Any], source: str | None) -> Settings:
     if scheme not in ("amqp", "amqps"):
         # never echo the value: it may hold a password
         raise ConfigError("expected amqp://user:password@host:port/vhost", "amqp.url", source)
-    values = {k: float(v) if _TYPES[k] == (int, float) else v for k, v in table.items()}
+    values: dict[str, Any] = {
+        k: float(v) if _TYPES[k] == (int, float) else v for k, v in table.items()
+    }
     s = Settings(**values)
     for key in ("prefetch", "threads"):
         if getattr(s, key) < 1:

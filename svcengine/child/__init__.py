@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .. import channel
-from .. import log as logsetup
 from ..config import Config
+from ..unix import log as logsetup
 
 log = logging.getLogger("svcengine.worker")
 

@@ -15,12 +15,14 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _linux, config, proctitle
-from .. import log as logsetup
-from ..privileges import Identity
+from .. import config
 from ..signals import PRESETS, Command, SignalPipe
-from ..systemd import Notifier, watchdog_interval
 from ..timers import Timer, Timers, now
+from ..unix import linux as _linux
+from ..unix import log as logsetup
+from ..unix import proctitle
+from ..unix.privileges import Identity
+from ..unix.systemd import Notifier, watchdog_interval
 from . import commands, launchers, requests
 from .changes import Changes
 from .health import Health
@@ -35,7 +37,7 @@ from .workers import Workers
 if TYPE_CHECKING:
     from ..control import ControlServer
     from ..hooks import Hooks
-    from ..sockets import Listener
+    from ..unix.sockets import Listener
     from ..upgrade import Upgrader
 
 __all__ = ["MAX_FAILED_TURNS", "LoopStuck", "Master", "Phase"]

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .. import config
-from .. import log as logsetup
+from ..unix import log as logsetup
 from .lifecycle import Lifecycle
 from .phase import Phase
 from .pool import Backoff, SlotState
 
 if TYPE_CHECKING:
     from ..hooks import Hooks
-    from ..systemd import Notifier
+    from ..unix.systemd import Notifier
     from .pool import Pool
     from .workers import Workers
 

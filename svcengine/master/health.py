@@ -20,7 +20,7 @@ from .pool import Pool, SlotState, WorkerRecord
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..systemd import Notifier
+    from ..unix.systemd import Notifier
     from .loop import Loop
     from .workers import Workers
 

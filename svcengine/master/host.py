@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..config import Config
     from ..hooks import Hooks
+    from ..unix.pidfile import Pidfile
     from ..worker import Worker
 
 
@@ -26,7 +27,6 @@ class Server(Protocol):
     # what upgrade.py reaches through master.server (until the upgrade owns them)
     upgrading_from: int | None
     start_cwd: str
+    pidfile: Pidfile | None
 
-    def pidfile_to_oldbin(self) -> None: ...
-    def pidfile_from_oldbin(self) -> None: ...
     def handed_over(self) -> None: ...

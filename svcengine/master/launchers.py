@@ -19,10 +19,10 @@ from .. import spawn
 if TYPE_CHECKING:
     from ..channel import Heartbeats, LifePipe
     from ..config import Config
-    from ..privileges import Identity
     from ..signals import SignalPipe
-    from ..sockets import Listener
     from ..threads import ThreadWorkers
+    from ..unix.privileges import Identity
+    from ..unix.sockets import Listener
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .stopping import Stopper
 
 if TYPE_CHECKING:
     from ..hooks import Hooks
-    from ..systemd import Notifier
+    from ..unix.systemd import Notifier
     from ..upgrade import Upgrader
     from .loop import Loop
     from .pool import Pool

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _linux, timers
+from .. import timers
+from ..unix import linux as _linux
 from . import health
 from .phase import Phase
 from .pool import Pool

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import config
+from ..signals import Command
 from . import commands, report
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ def answer(m: Master, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "workers": target}
     log.debug("control socket: %s: %s", cmd, command.value)
     commands.dispatch(m, command, arg)
-    reply = {"ok": True, "pid": m.pid, "workers": len(m.pool.workers())}
-    if command is commands.Command.UPGRADE and m.upgrader and m.upgrader.current:
+    reply: dict[str, Any] = {"ok": True, "pid": m.pid, "workers": len(m.pool.workers())}
+    if command is Command.UPGRADE and m.upgrader and m.upgrader.current:
         reply["upgrade"] = m.upgrader.current.as_dict()  # ctl follows its successor
     return reply
 

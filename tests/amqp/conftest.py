@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent / "integration"))  # the real-process harness
 from broker import Broker, BrokerUnavailable, _group_members, ensure_installed  # noqa: E402
 from harness import REPO, Service, children_of, wait_gone  # noqa: E402
 
-from svcengine import _linux  # noqa: E402
+from svcengine.unix import linux as _linux  # noqa: E402
 
 
 @pytest.fixture(scope="session")

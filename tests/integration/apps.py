@@ -48,7 +48,7 @@ class Commanded(svcengine.Worker):
             if command == "warn":
                 self.logger.warning("warn-marker")
             if command == "pdeathsig":
-                from svcengine import _linux
+                from svcengine.unix import linux as _linux
 
                 self.logger.info("worker %d pdeathsig=%d", self.worker_id, _linux.get_pdeathsig())
             if command == "env":
@@ -117,7 +117,7 @@ class ReportsIdentity(svcengine.Worker):
     """Logs its uid and armed PDEATHSIG once, then idles."""
 
     def run(self) -> None:
-        from svcengine import _linux
+        from svcengine.unix import linux as _linux
 
         self.logger.info(
             "worker %d uid=%d gid=%d pdeathsig=%d",

@@ -13,7 +13,7 @@ import signal
 import pytest
 from harness import Service, children_of, wait_gone
 
-from svcengine import _linux
+from svcengine.unix import linux as _linux
 
 
 @pytest.fixture(autouse=True)

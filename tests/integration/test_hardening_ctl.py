@@ -394,7 +394,7 @@ def test_ctl_name_finds_a_service_run_with_the_forking_units_layout(tmp_path):
 def test_ctl_name_without_a_runtime_dir_says_what_it_looked_for():
     """A non-root user without XDG_RUNTIME_DIR: ctl runs in a forked child as nobody (the
     venv's interpreter may sit where nobody cannot exec it)."""
-    from svcengine import ctl
+    from svcengine.cli import ctl
 
     r, w = os.pipe()
     pid = os.fork()

@@ -11,7 +11,7 @@ import socket
 import time
 import urllib.request
 
-from svcengine.systemd import Notifier
+from svcengine.unix.systemd import Notifier
 
 
 def test_watchdog_pings_while_healthy(service):

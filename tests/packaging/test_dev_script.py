@@ -1,6 +1,6 @@
 """The `dev` script's own logic, on a copy of it with stand-in tools.
 
-.venv/bin/{pip,python,svcengine,ruff} are stand-ins (shell scripts that record their
+.venv/bin/{pip,python,svcengine,ruff,mypy} are stand-ins (shell scripts that record their
 arguments): the real ones would install packages and start services, which is not what is
 tested here. What is: when `dev` installs, what it runs, and what `clean` removes.
 """
@@ -29,7 +29,7 @@ def tree(tmp_path: Path) -> Path:
     (t / "svcengine" / "__init__.py").write_text('__version__ = "1"\n')
     bin_ = t / ".venv" / "bin"
     bin_.mkdir(parents=True)
-    for tool in ("pip", "python", "svcengine", "ruff"):
+    for tool in ("pip", "python", "svcengine", "ruff", "mypy"):
         (bin_ / tool).write_text(RECORDER)
         (bin_ / tool).chmod(0o755)
     return t
@@ -61,6 +61,8 @@ def test_run_installs_once_then_only_when_pyproject_changes(tree: Path) -> None:
 def test_test_installs_its_extra_and_quick_selects_no_box_tests(tree: Path) -> None:
     calls = dev(tree, "test", "--quick", "-x")
     assert calls[0] == "pip install -q -e .[test]"
+    assert "mypy " in calls  # strict, as [tool.mypy] in pyproject.toml says, after ruff
+    assert calls.index("mypy ") > calls.index("ruff format --check .")
     assert calls[-1] == "python -m pytest tests/unit tests/packaging tests/integration -x"
     assert dev(tree, "test")[-1] == "python -m pytest"  # the whole suite, as CI runs it
     assert not [c for c in dev(tree, "test") if c.startswith("pip")]

@@ -98,7 +98,11 @@ def test_wheel_metadata(dists: tuple[Path, Path]) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE") for n in names)
-    assert "svcengine/cli.py" in names
+    assert "svcengine/cli/__init__.py" in names  # the console script: svcengine.cli:run
+    assert "svcengine/py.typed" in names  # PEP 561: users' type checkers see the Worker API
+    packages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "svcengine").rglob("*.py")}
+    missing = [p for p in packages if f"{p}/__init__.py" not in names]
+    assert not missing, f"subpackages the wheel (and so the .deb) would not ship: {missing}"
     assert not [n for n in names if n.startswith("tests/")], "tests belong in the sdist only"
 
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from soaklib import PYTHON, alive, children, processes_of_uid
 
-from svcengine import _linux
+from svcengine.unix import linux as _linux
 
 SOAK_UIDS = range(64000, 65000)  # as root: the service's real uid, one with no processes
 DROP_CAPS = "-sys_resource,-sys_admin,-dac_override,-dac_read_search"

@@ -21,7 +21,7 @@ from svcengine.hooks import Hooks
 from svcengine.master import Master
 from svcengine.master.launchers import Started
 from svcengine.signals import PRESETS
-from svcengine.systemd import Notifier
+from svcengine.unix.systemd import Notifier
 
 
 class Clock:

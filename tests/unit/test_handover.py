@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from svcengine import pidfile
-from svcengine.handover import Channel
+from svcengine.unix import pidfile
+from svcengine.upgrade.handover import Channel
 
 
 def test_channel_lines_survive_partial_reads_and_eof_is_none():

@@ -7,7 +7,8 @@ import pwd
 
 import pytest
 
-from svcengine import control, pidfile
+from svcengine import control
+from svcengine.unix import pidfile
 
 NOBODY = pwd.getpwnam("nobody")
 

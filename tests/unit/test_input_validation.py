@@ -7,7 +7,8 @@ import pwd
 
 import pytest
 
-from svcengine import config, control, privileges
+from svcengine import config, control
+from svcengine.unix import privileges
 
 
 @pytest.mark.parametrize("name", ["", "app", "my-app", "app@2", "a:b", "a_b.c", "foo\\x2dbar"])

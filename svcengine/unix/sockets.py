@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import _linux
-from .config import ConfigError
+from ..errors import ConfigError
+from ..protocol import env as protoenv
+from . import linux as _linux
 
-SD_LISTEN_FDS_START = 3
 UNIX_PATH_MAX = 107  # bytes of sun_path, without its terminating NUL
 
 
@@ -34,7 +34,7 @@ class Listener:
         return self.sock.fileno()
 
 
-def parse_address(addr: str) -> tuple[int, object]:
+def parse_address(addr: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
     """'unix:/run/x.sock', '[::1]:8000', '127.0.0.1:8000', ':8000' -> (family, address)."""
     if addr.startswith("unix:"):
         path = addr[5:]
@@ -162,30 +162,13 @@ def from_systemd(environ: dict[str, str] | None = None) -> list[Listener] | None
 
     The variables are removed so workers and children do not see them.
     """
-    env = os.environ if environ is None else environ
-    try:
-        if int(env.get("LISTEN_PID", "0")) != os.getpid():
-            return None
-        count = int(env.get("LISTEN_FDS", "0"))
-    except ValueError:
+    passed = protoenv.adopted(environ)
+    if passed is None:
         return None
-    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    addrs = env.get("SVCENGINE_LISTEN_ADDRS")  # set by an upgrading master
-    if addrs:
-        import json  # only after an upgrade
-
-        try:
-            names = [str(a) for a in json.loads(addrs)]
-        except ValueError:
-            pass
-    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "SVCENGINE_LISTEN_ADDRS"):
-        env.pop(key, None)
     out = []
-    for i in range(count):
-        fd = SD_LISTEN_FDS_START + i
+    for fd, name in passed:
         os.set_inheritable(fd, False)
-        sock = socket.socket(fileno=fd)
-        out.append(Listener(names[i] if i < len(names) else f"fd{fd}", sock))
+        out.append(Listener(name, socket.socket(fileno=fd)))
     return out
 
 

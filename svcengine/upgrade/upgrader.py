@@ -1,78 +1,36 @@
-"""Zero-downtime upgrade (USR2): fork + exec a new master that inherits the sockets.
+"""The old master's side of a zero-downtime upgrade (USR2).
 
 The listening sockets travel by the systemd socket-activation protocol
 (LISTEN_FDS, LISTEN_PID = the new process, LISTEN_FDNAMES), so the new master
 adopts them exactly as it would adopt sockets from systemd, and the kernel's
 accept queue is never closed: no connection is refused during the handoff.
-The new master is a plain fork of the old one's main thread with everything
-reset before exec: no PDEATHSIG (fork clears it), no life pipe (CLOEXEC), no
-blocked or ignored signals. It must outlive its parent.
 """
 
 from __future__ import annotations
 
-import enum
-import fcntl
 import logging
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from . import _linux
-from .handover import CHANNEL_ENV, HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
-from .master.pool import describe_status
-from .server import UPGRADE_FROM
-from .signals import Command
-from .sockets import Listener
-from .timers import Timer
-
-if TYPE_CHECKING:
-    from .master import Master
+from ..master.pool import describe_status
+from ..signals import Command
+from ..unix import linux as _linux
+from .fork import command_line, spawn_new_master
+from .handover import HAND_OVER, HELLO, STOP_GRACEFUL, STOP_QUICK, Channel
+from .host import UpgradeHost
+from .oldbin import from_oldbin, to_oldbin
+from .senders import SignalSenders
+from .state import Upgrade, UpgradeState
 
 log = logging.getLogger("svcengine.upgrade")
-
-LISTEN_ADDRS = "SVCENGINE_LISTEN_ADDRS"  # the sockets' own names (may contain ':')
 
 
 # a stop or a TTOU in the upgrade window: who sent it decides what it means
 WATCHED = (Command.GRACEFUL_STOP, Command.QUICK_STOP, Command.DECREMENT)
 STOP_BACKSTOP = 5.0  # seconds past its own stop timeout before a stopping new master is killed
-
-
-class State(enum.Enum):
-    RUNNING = "in progress"
-    HANDED_OVER = "handed over"
-    FAILED = "failed"
-    STOPPED = "stopped"  # this master was stopped before the hand-over, the new one with it
-
-
-@dataclass
-class Upgrade:
-    """The old master's view of one upgrade attempt."""
-
-    pid: int  # 0: refused before any fork
-    started_at: float
-    attempt: int  # counts USR2s, so `ctl upgrade` can tell its own outcome from an older one
-    state: State = State.RUNNING
-    reason: str = ""
-    timer: Timer | None = field(default=None, repr=False)
-    greeted: bool = False  # the new master said hello on the channel: it hands over there
-    warned: bool = False  # about Unicorn's before_fork recipe
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "pid": self.pid,
-            "attempt": self.attempt,
-            "state": self.state.value,
-            "reason": self.reason,
-        }
 
 
 class Upgrader:
@@ -84,7 +42,7 @@ class Upgrader:
     before_fork recipe (ignored, with a warning); from anyone else a stop stops both.
     """
 
-    def __init__(self, master: Master) -> None:
+    def __init__(self, master: UpgradeHost) -> None:
         self.master = master
         self.current: Upgrade | None = None
         self.attempts = 0
@@ -94,13 +52,13 @@ class Upgrader:
 
     @property
     def running(self) -> bool:
-        return self.current is not None and self.current.state is State.RUNNING
+        return self.current is not None and self.current.state is UpgradeState.RUNNING
 
     @property
     def holds_exit(self) -> bool:
         """A master stopped mid-upgrade exits only after the new master it started."""
         up = self.current
-        return up is not None and up.state is State.STOPPED and self.pidfd is not None
+        return up is not None and up.state is UpgradeState.STOPPED and self.pidfd is not None
 
     def owns(self, pid: int) -> bool:
         return self.current is not None and pid == self.current.pid
@@ -131,7 +89,7 @@ class Upgrader:
             )
             return
         m.server.hooks.call("before_exec", m.server)
-        m.server.pidfile_to_oldbin()
+        to_oldbin(m.server.pidfile)
         argv = command_line(m.cfg.upgrade_command)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # before the fork: the new master's first signal is already attributed
@@ -142,7 +100,7 @@ class Upgrader:
         except OSError as exc:
             ours.close()
             self._close_window()
-            m.server.pidfile_from_oldbin()
+            from_oldbin(m.server.pidfile)
             self.current = Upgrade(0, time.monotonic(), self.attempts)
             self._failed(f"cannot fork: {exc}")
             return
@@ -195,7 +153,7 @@ class Upgrader:
         up = self.current
         assert up is not None
         how = "exited" if status is None else describe_status(status)
-        if up.state is not State.RUNNING:
+        if up.state is not UpgradeState.RUNNING:
             log.info("former new master (pid %d) %s", up.pid, how)
             if up.timer is not None:
                 up.timer.cancel()
@@ -203,7 +161,7 @@ class Upgrader:
         if up.timer is not None:
             up.timer.cancel()
         self._close_window()
-        self.master.server.pidfile_from_oldbin()
+        from_oldbin(self.master.server.pidfile)
         self._failed(up.reason or f"new master (pid {up.pid}) {how} before it was ready")
 
     def hand_over(self) -> None:
@@ -212,7 +170,7 @@ class Upgrader:
             return
         assert self.current is not None
         log.info("upgrade: handing over to the new master (pid %d)", self.current.pid)
-        self.current.state = State.HANDED_OVER
+        self.current.state = UpgradeState.HANDED_OVER
         if self.current.timer is not None:
             self.current.timer.cancel()
         self._close_window()
@@ -233,7 +191,7 @@ class Upgrader:
             "quick" if quick else "graceful",
             up.pid,
         )
-        up.state = State.STOPPED
+        up.state = UpgradeState.STOPPED
         up.reason = "stopped before the hand-over"
         if up.timer is not None:
             up.timer.cancel()
@@ -314,149 +272,7 @@ class Upgrader:
 
     def _failed(self, reason: str) -> None:
         if self.current is not None:
-            self.current.state = State.FAILED
+            self.current.state = UpgradeState.FAILED
             self.current.reason = reason
         log.error("upgrade failed: %s; this master serves on", reason)
         self.master.notify.status(f"upgrade failed: {reason}; serving on")
-
-
-class SignalSenders:
-    """Some signals read with their sender's pid: blocked, and read from a signalfd
-    in the master's loop (set_wakeup_fd tells only the number)."""
-
-    def __init__(self, selector: selectors.BaseSelector, signals: set[signal.Signals], fd: int):
-        self.selector = selector
-        self.signals = signals
-        self.fd = fd
-
-    @classmethod
-    def open(
-        cls,
-        selector: selectors.BaseSelector,
-        signals: set[signal.Signals],
-        handler: Callable[[list[tuple[signal.Signals, int]]], None],
-    ) -> SignalSenders | None:
-        """None where senders cannot be told (not Linux): the signals keep their plain path."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-        try:
-            fd = _linux.signalfd(set(signals))
-        except OSError as exc:
-            log.warning("upgrade: cannot tell who sends signals (%s)", exc)
-            fd = None
-        if fd is None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-            return None
-
-        def on_readable(_fd: int) -> None:
-            handler([(signal.Signals(n), pid) for n, pid in _linux.read_signals(fd)])
-
-        selector.register(fd, selectors.EVENT_READ, on_readable)
-        return cls(selector, signals, fd)
-
-    def close(self) -> None:
-        """Unblock: signals still pending arrive by the ordinary path now."""
-        self.selector.unregister(self.fd)
-        os.close(self.fd)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
-
-
-def command_line(configured: list[str] | None) -> list[str]:
-    """What the new master runs: the configured command, or ours again."""
-    if configured:
-        return list(configured)
-    return [sys.executable, *sys.orig_argv[1:]]
-
-
-def spawn_new_master(
-    argv: list[str], listeners: list[Listener], old_pid: int, cwd: str, channel: int
-) -> int:
-    """Double-fork; the grandchild execs argv with the sockets at fds 3.. (socket activation).
-
-    The double fork makes the new master a child of init (systemd) from the start:
-    systemd 252 marks a MAINPID= that is not its own child as "alien" and then
-    never waits for it on stop, so `systemctl stop` would skip the graceful part.
-    A subreaper master would adopt the orphaned new master itself, so it stops
-    being one until the middle process has exited.
-    """
-    reaper = _linux.is_child_subreaper()
-    if reaper:
-        _linux.set_child_subreaper(False)
-    try:
-        return _double_fork(argv, listeners, old_pid, cwd, channel)
-    finally:
-        if reaper:
-            _linux.set_child_subreaper(True)
-
-
-def _double_fork(
-    argv: list[str], listeners: list[Listener], old_pid: int, cwd: str, channel: int
-) -> int:
-    r, w = os.pipe2(os.O_CLOEXEC)
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()))
-    try:
-        middle = os.fork()
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        os.close(r)
-        os.close(w)
-        raise
-    if middle == 0:
-        try:
-            os.close(r)
-            pid = os.fork()
-            if pid == 0:
-                os.close(w)
-                _exec_new_master(argv, listeners, old_pid, cwd, channel)
-            os.write(w, str(pid).encode())
-        finally:
-            os._exit(0)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    os.close(w)
-    os.waitpid(middle, 0)
-    data = os.read(r, 32)
-    os.close(r)
-    if not data.isdigit():
-        raise OSError("the new master could not be forked")
-    return int(data)
-
-
-def _exec_new_master(
-    argv: list[str], listeners: list[Listener], old_pid: int, cwd: str, channel: int
-) -> None:
-    try:
-        signal.set_wakeup_fd(-1)
-        for signum in signal.valid_signals():
-            if signum not in (signal.SIGKILL, signal.SIGSTOP):
-                try:
-                    signal.signal(signum, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        # park the sockets above any fd we will overwrite, then lay them out at 3..
-        # (the hand-over channel goes right after them, and is not a listening socket)
-        start = 3 + len(listeners) + 64
-        fds = [s.fileno() for s in listeners] + [channel]
-        parked = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, start) for fd in fds]
-        for i, fd in enumerate(parked):
-            os.dup2(fd, 3 + i, inheritable=True)
-        import json  # in the child that execs the new master: nowhere else
-
-        env = dict(os.environ)
-        env.update(
-            LISTEN_FDS=str(len(listeners)),
-            LISTEN_PID=str(os.getpid()),
-            LISTEN_FDNAMES=":".join(f"svc{i}" for i in range(len(listeners))),
-            **{LISTEN_ADDRS: json.dumps([s.name for s in listeners]), UPGRADE_FROM: str(old_pid)},
-        )
-        env[CHANNEL_ENV] = str(3 + len(listeners))
-        if "WATCHDOG_USEC" in env:
-            env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog follows the new main pid
-        if not listeners:
-            for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-                env.pop(key)
-        os.chdir(cwd)
-        os.execve(argv[0], argv, env)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(127)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 log = logging.getLogger("svcengine.pidfile")
 
-EX_RUNNING = 73  # sysexits EX_CANTCREAT: the pidfile is held by a running master
-
 
 class PidfileError(Exception):
     """The pidfile cannot be used (symlink, permission, ...)."""

@@ -8,16 +8,16 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from . import __version__
-from . import config as configmod
-from .server import Server
+from .. import __version__, errors
+from .. import config as configmod
+from ..server import Server
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # a wrong flag is a configuration error: 78 keeps systemd from restarting in a loop
         self.print_usage(sys.stderr)
-        self.exit(configmod.EX_CONFIG, f"svcengine: config error: {message}\n")
+        self.exit(errors.EX_CONFIG, f"svcengine: config error: {message}\n")
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -29,7 +29,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
         columns = 0
     if columns <= 0:
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):
             columns = 0
     return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = configmod.load(args.config, overrides)
     except configmod.ConfigError as exc:
         print(f"svcengine: config error: {exc}", file=sys.stderr)
-        return configmod.EX_CONFIG
+        return errors.EX_CONFIG
     return Server(None, cfg, config_path=args.config, overrides=overrides).run()
 
 

@@ -24,12 +24,20 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import _linux
+from ..protocol import env as protoenv
+from ..signals import Command
+from ..unix import linux as _linux
+from .oldbin import take_pidfile
+
+if TYPE_CHECKING:
+    from ..unix.pidfile import Pidfile
+    from ..unix.sockets import Listener
+    from ..unix.systemd import Notifier
 
 log = logging.getLogger("svcengine.upgrade")
 
-CHANNEL_ENV = "SVCENGINE_UPGRADE_FD"
 HELLO = "hello"
 HAND_OVER = "hand-over"
 STOP_GRACEFUL = "stop graceful"
@@ -86,13 +94,13 @@ class Successor:
         self.handed_over = False
         self.told_to_stop = False
         self._selector: selectors.BaseSelector | None = None
-        value = env.pop(CHANNEL_ENV, "")
-        if value.isdigit():
+        fd = protoenv.upgrade_fd(env)
+        if fd is not None:
             try:
-                os.set_inheritable(int(value), False)
-                self.channel = Channel(socket.socket(fileno=int(value)))
+                os.set_inheritable(fd, False)
+                self.channel = Channel(socket.socket(fileno=fd))
             except OSError as exc:
-                log.warning("upgrade: no hand-over channel (fd %s): %s", value, exc)
+                log.warning("upgrade: no hand-over channel (fd %s): %s", fd, exc)
         if self.channel is not None:
             self.channel.send(HELLO)
 
@@ -129,6 +137,26 @@ class Successor:
                     stop(line == STOP_QUICK)
 
         selector.register(channel.fileno(), selectors.EVENT_READ, on_readable)
+
+    def take_over(self, pid_path: str | None, listeners: list[Listener]) -> Pidfile | None:
+        """First READY: the pidfile is ours now (returned), and so are the unix socket files
+        the old master bound (we may remove them at our end, by inode)."""
+        pidfile = take_pidfile(pid_path)
+        for listener in listeners:
+            if listener.name.startswith("unix:") and listener.inode is None:
+                try:
+                    listener.inode = os.stat(listener.name[5:]).st_ino
+                except OSError:
+                    pass
+        return pidfile
+
+    def announce_ready(self, notify: Notifier, commands: dict[signal.Signals, Command]) -> None:
+        """READY sent and the pidfile and control socket taken: the old master may go."""
+        notify.barrier()  # systemd has seen MAINPID= before the old master goes
+        graceful = next(
+            (s for s, c in commands.items() if c is Command.GRACEFUL_STOP), signal.SIGTERM
+        )
+        self.hand_over(graceful)
 
     def hand_over(self, graceful: signal.Signals) -> None:
         """Tell the old master to go: on the channel, or (an older old master) by signal."""

@@ -18,7 +18,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from . import _linux
+from . import linux as _linux
 
 
 class IdentityError(ValueError):

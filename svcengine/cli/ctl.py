@@ -15,17 +15,15 @@ import argparse
 import json
 import math
 import os
-import select
 import signal
 import sys
 import time
 from typing import Any
 
-from . import control, pidfile
-from .config import check_name
-
-EX_UNAVAILABLE = 69  # the service is not running or does not answer
-EX_UNHEALTHY = 1
+from .. import control, errors
+from ..config import check_name
+from ..unix import linux as _linux
+from ..unix import pidfile
 
 # a command's signal under the default signal_map: used only when no control socket answers
 FALLBACK = {
@@ -85,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = EX_UNAVAILABLE) -> int:
+def _fail(message: str, code: int = errors.EX_UNAVAILABLE) -> int:
     print(f"svcengine ctl: {message}", file=sys.stderr)
     return code
 
@@ -177,18 +175,6 @@ def _send(args: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]]:
     return pid, {}
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
 def _human(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -241,7 +227,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     old_gone = False
     while time.monotonic() < deadline:
         if not old_gone:
-            old_gone = _wait_gone(old, 0.1)
+            old_gone = _linux.wait_exit(old, 0.1)
         if not old_gone:
             try:
                 st = _ask(args, {"cmd": "status"})
@@ -264,7 +250,7 @@ def _upgrade(args: argparse.Namespace) -> int:
         if holder and holder != old and new in (None, holder):
             print(f"upgrade: master {old} replaced by {holder}")
             return 0
-        if new is not None and _wait_gone(new, 0.1):
+        if new is not None and _linux.wait_exit(new, 0.1):
             return _fail(f"the old master {old} and the new one {new} both exited", 1)
         if new is None:
             time.sleep(0.1)  # no successor known to wait on: look at the pidfile again
@@ -283,7 +269,7 @@ def main(argv: list[str]) -> int:
             st = _ask(args, {"cmd": "status"})
             print(json.dumps(st, indent=2) if args.json else format_status(st))
             if args.check and not st.get("healthy"):
-                return EX_UNHEALTHY
+                return errors.EX_OTHER
             return 0
         if args.command in ("dump", "scale"):
             payload = {"cmd": args.command}
@@ -303,7 +289,7 @@ def main(argv: list[str]) -> int:
         t0 = time.monotonic()
         pid, _ = _send(args, args.command)
         if args.command in ("stop", "quit"):
-            if not _wait_gone(pid, args.timeout):
+            if not _linux.wait_exit(pid, args.timeout):
                 return _fail(f"pid {pid} still running after {args.timeout:.0f}s", 1)
             print(f"{args.command}: master {pid} exited after {time.monotonic() - t0:.2f}s")
         else:
@@ -312,6 +298,6 @@ def main(argv: list[str]) -> int:
     except RuntimeError as exc:  # the master refused
         return _fail(str(exc), 1)
     except PermissionError as exc:
-        return _fail(f"permission denied: {exc}", 77)
+        return _fail(f"permission denied: {exc}", errors.EX_NOPERM)
     except (OSError, ValueError, pidfile.PidfileError) as exc:
         return _fail(str(exc))

@@ -1,8 +1,11 @@
-"""Every Linux-only system call svcengine makes, decided once, with fallbacks.
+"""The Linux-only system calls svcengine makes, decided once at import.
 
-Callers never test the platform themselves: on other systems these functions
-report that the feature is unavailable and the portable path (the life pipe)
-carries the guarantee alone.
+svcengine supports Linux only (README, pyproject's classifiers). The HAS_* flags say what
+this kernel and Python offer; where a call has a fallback (prctl: the life pipe carries the
+orphan guarantee alone) the function reports the feature unavailable instead of raising.
+Callers never test the platform themselves. Outside svcengine/unix/, a few modules of the
+master and worker side still call os.pipe2 and os.memfd_create directly (Linux and BSD
+calls, absent on macOS): pipe() and memfd() here are their fence.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ CAP_SETGID = 6
 CAP_SETUID = 7
 
 IS_LINUX = sys.platform.startswith("linux")
+HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")  # Linux 5.3+
+HAS_MEMFD = hasattr(os, "memfd_create")
+HAS_PIPE2 = hasattr(os, "pipe2")
 
 _libc: ctypes.CDLL | None = None
 if IS_LINUX:
@@ -180,6 +186,30 @@ def pidfd_open(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         return None
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """True once `pid` has exited (or was already gone); False at the timeout."""
+    import select
+
+    fd = pidfd_open(pid)
+    if fd is None:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def pipe(flags: int = os.O_CLOEXEC) -> tuple[int, int]:
+    """pipe2(2): both ends get `flags` atomically (no fork between pipe and fcntl)."""
+    return os.pipe2(flags)
+
+
+def memfd(name: str) -> int:
+    """An anonymous, close-on-exec memory file (shared with an exec'd child by fd)."""
+    return os.memfd_create(name, os.MFD_CLOEXEC)
 
 
 def pidfd_signal(fd: int, signum: int) -> bool:

@@ -17,6 +17,8 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from . import linux
+
 if TYPE_CHECKING:
     import sdnotify
 
@@ -163,7 +165,7 @@ class Notifier:
         sock = self._socket()
         if sock is None:
             return True
-        r, w = os.pipe2(os.O_CLOEXEC)
+        r, w = linux.pipe()
         try:
             fds = array.array("i", [w])
             sock.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])

@@ -20,7 +20,9 @@ import time
 import traceback
 from collections.abc import Callable
 
-EX_OSERR = 71  # sysexits: "system error (e.g., can't fork)"
+from .. import errors
+from . import linux
+
 STOP_GRACE = 30.0  # seconds a daemon stopped at the start timeout gets before SIGKILL
 
 
@@ -71,7 +73,7 @@ def launch(
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        rfd, wfd = linux.pipe()
         try:
             pid = os.fork()
         except OSError:
@@ -80,7 +82,7 @@ def launch(
             raise
     except OSError as exc:  # EAGAIN under RLIMIT_NPROC or a full pid table, EMFILE
         print(f"svcengine: cannot fork the daemon: {exc.strerror or exc}", file=sys.stderr)
-        return EX_OSERR
+        return errors.EX_OSERR
     if pid == 0:
         os.close(rfd)
         code = 1
@@ -117,9 +119,9 @@ def launch(
     if message == "ready":
         return 0
     if message.startswith("error "):
-        _, code, text = message.split(" ", 2)
+        _, number, text = message.split(" ", 2)
         print(f"svcengine: {text}", file=sys.stderr)
-        return int(code)
+        return int(number)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         reason = "see its log"  # the intermediate process's status says nothing of the daemon
     elif os.WIFEXITED(status):
