@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from svcengine.config import EX_CONFIG, ConfigError, load
+from svcengine.config import ConfigError, load
+from svcengine.errors import EX_CONFIG
 
 GOOD = 'url = "amqp://u:topsecret@127.0.0.1:5672/%2F"\nqueue = "jobs"\n'
 
