@@ -25,7 +25,7 @@ from harness import REPO, Service, children_of, wait_gone  # noqa: E402
 from svcengine.unix import linux as _linux  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def broker(tmp_path_factory):
     try:
         import pika  # noqa: F401
