@@ -42,6 +42,7 @@ START_ONLY = (
     "log",
     "hooks",
     "preload",
+    "mold",
     "subreaper",
     "chuser",
     "chgroup",
@@ -117,6 +118,7 @@ class Config:
     worker_restart_backoff_max: float = 30.0
     notify_workers: bool = False
     preload: bool = False
+    mold: bool = True  # process workers: forked by a mold that imported the app (child/mold.py)
     subreaper: bool = False
     upgrade_timeout: float = 60.0
     start_timeout: float = 90.0  # --daemonize: the launcher gives up (and stops it) after this

@@ -16,6 +16,7 @@ log = logging.getLogger("svcengine.hooks")
 NAMES = (
     "before_fork",  # master: (server, slot) before each fork
     "after_fork",  # worker: (server, worker) before run(); raising = boot failure
+    "after_mold_ready",  # mold: (server) once it imported the app, before it forks workers
     "after_worker_ready",  # master: (server, worker) when a worker reports ready
     "after_worker_exit",  # master: (server, worker, status) after each reap
     "when_ready",  # master: (server) once every initial worker is ready

@@ -52,34 +52,59 @@ class ForkContext:
     restore_signals: Callable[[], None]
     after_fork: Callable[[Any], None]
     identity: Identity | None = None
+    after_mold_ready: Callable[[], None] = lambda: None
 
 
 def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int, int]:
     """Fork a worker; return (pid, read end of its status pipe)."""
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    if threading.active_count() > 1 and ctx.config.worker_type != "spawn":
+    status_r, status_w = _linux.pipe()
+    if ctx.config.worker_type != "spawn":
+        warn_threads(f"forking worker {worker_id}")
+
+    def body() -> int:
+        os.close(status_r)
+        return _child(ctx, worker_id, status_w, beat_index)
+
+    try:
+        pid = fork_child(body)
+    except BaseException:
+        os.close(status_r)
+        os.close(status_w)
+        raise
+    os.close(status_w)
+    os.set_blocking(status_r, False)
+    return pid, status_r
+
+
+def warn_threads(what: str) -> None:
+    """Forking a process that runs threads copies only the forking one: name the others."""
+    if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         log.warning(
-            "forking worker %d while the master runs other threads (%s): their locks may be "
-            'held forever in the child; use worker_type = "spawn" or server.every() instead',
-            worker_id,
+            "%s while this process runs other threads (%s): their locks may be held forever "
+            'in the child; use worker_type = "spawn" or server.every() instead',
+            what,
             names,
         )
+
+
+def fork_child(body: Callable[[], int]) -> int:
+    """Fork a child that leads its own process group and runs `body` to its exit status.
+
+    Every signal is blocked across fork(): one meant for the child can never run the
+    parent's handlers in it; `body` unblocks once the child's own handlers are set.
+    """
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        os.close(status_r)
-        os.close(status_w)
         raise
     if pid == 0:
         code = 1
         try:
             _own_group()
-            os.close(status_r)
-            # nothing blocked in a worker, whatever the master blocks for now (an upgrade)
-            code = _child(ctx, worker_id, status_w, beat_index, set())
+            code = body()
         except SystemExit as exc:
             code = exit_code(exc)
         except BaseException:
@@ -92,9 +117,7 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
         os.setpgid(pid, pid)  # as the child does: whichever runs first, no signal finds it outside
     except OSError:
         pass  # EACCES: a spawn worker has exec'd (after its own setpgid); ESRCH: gone already
-    os.close(status_w)
-    os.set_blocking(status_r, False)
-    return pid, status_r
+    return pid
 
 
 def _own_group() -> None:
@@ -120,7 +143,9 @@ def kill_group(pid: int, signum: int) -> bool:
     return True
 
 
-def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, old_mask: Any) -> int:
+def detach(ctx: ForkContext) -> int | None:
+    """A new child of the master drops what is the master's: its signal handlers, its fds,
+    its privileges; arms PDEATHSIG. The life pipe's read end, or None if the master died."""
     cfg = ctx.config
     ctx.restore_signals()
     # CPython ignores SIGPIPE at start-up: a peer that hangs up is a BrokenPipeError, not
@@ -129,7 +154,7 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
     if cfg.worker_pdeathsig:
         _linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != ctx.master_pid:
-        return 1  # the master died before PDEATHSIG was armed
+        return None  # the master died before PDEATHSIG was armed
     for fd in ctx.master_fds():
         try:
             os.close(fd)
@@ -142,24 +167,30 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int, ol
         if cfg.worker_pdeathsig:
             _linux.set_pdeathsig(signal.SIGKILL)  # a uid/gid change cleared it
         if os.getppid() != ctx.master_pid:
-            return 1
+            return None
     if not cfg.notify_workers:
         systemd.scrub_environment()
-    sockets = [s.sock for s in ctx.sockets]
-    if cfg.worker_type == "spawn":
-        _exec_spawned(ctx, worker_id, status_fd, life_fd, beat_index, old_mask)
+    return life_fd
+
+
+def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int) -> int:
+    life_fd = detach(ctx)
+    if life_fd is None:
+        return 1
+    if ctx.config.worker_type == "spawn":
+        _exec_spawned(ctx, worker_id, status_fd, life_fd, beat_index, set())
     os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
     return boot(
         worker_id=worker_id,
-        cfg=cfg,
+        cfg=ctx.config,
         master_pid=ctx.master_pid,
         status_fd=status_fd,
         life_fd=life_fd,
         beat=channel.Beat(ctx.heartbeats.map, beat_index),
-        sockets=sockets,
+        sockets=[s.sock for s in ctx.sockets],
         worker_class=ctx.worker_class,
         after_fork=ctx.after_fork,
-        unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+        unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),  # nothing blocked
     )
 
 

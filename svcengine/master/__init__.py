@@ -23,7 +23,7 @@ from ..unix import log as logsetup
 from ..unix import proctitle
 from ..unix.privileges import Identity
 from ..unix.systemd import Notifier, watchdog_interval
-from . import commands, launchers, requests
+from . import commands, mold, requests
 from .changes import Changes
 from .health import Health
 from .host import Server
@@ -136,7 +136,7 @@ class Master:
         self.workers.open()
         self.signals = SignalPipe(self.commands)
         if self.workers.launcher is None:
-            self.workers.launcher = launchers.for_type(self.cfg.worker_type, self)
+            self.workers.launcher = mold.launcher_for(self)
         self.loop.register(self.signals.rfd, self._on_signals)
         if self.cfg.subreaper and self.pid != 1 and _linux.set_child_subreaper():
             log.info("child subreaper: orphaned descendants are reaped here")
@@ -250,7 +250,7 @@ class Master:
             if self.upgrader is not None and self.upgrader.owns(pid):
                 self.upgrader.child_exited(status)
             else:
-                self.workers.on_exit(pid, status)
+                self.workers.reaped(pid, status)
 
     def begin_stop(self, quick: bool) -> None:  # upgrade.py and the hand-over call it
         self.lifecycle.begin_stop(quick)

@@ -130,6 +130,8 @@ class Changes:
         worker (still serving), return to the previous config, and close the reload."""
         h, life = self.host, self.life
         log.error("reload abandoned: %s; previous workers keep serving", why)
+        if h.workers.launcher is not None:
+            h.workers.launcher.abandon_generation()  # respawns fork the code that worked
         for w in h.pool.abandon_generation():
             h.workers.stop(w, signal.SIGTERM)
         previous, life.previous_cfg = life.previous_cfg, None
@@ -160,6 +162,8 @@ class Changes:
         life.pending_reload = None  # this one covers it
         life.enter(Phase.RELOADING)
         h.pool.supersede_generation()
+        if h.workers.launcher is not None:
+            h.workers.launcher.begin_generation()  # a mold: the code as it is now
         for w in h.pool.resize(h.cfg.workers):
             h.workers.stop(w, signal.SIGTERM)
         for w in h.pool.superseded():

@@ -35,6 +35,11 @@ class Started:
 
 
 class Launcher(Protocol):
+    def can_start(self) -> bool:
+        """False while the launcher cannot start a worker yet (a mold still importing):
+        it calls the reconciler back when it can."""
+        ...
+
     def start(self, worker_id: int, beat_index: int) -> Started: ...
 
     def signal(self, key: int, signum: int) -> bool:
@@ -49,8 +54,55 @@ class Launcher(Protocol):
         """An `exited N` status line -> a wait status, or None where waitpid() tells."""
         ...
 
+    def fds(self) -> list[int]:
+        """The launcher's own descriptors: closed in every child of the master."""
+        ...
 
-class ProcessLauncher:
+    def reaped(self, pid: int, status: int) -> bool:
+        """True if the reaped child was the launcher's own (a mold), not a worker."""
+        ...
+
+    def begin_generation(self) -> None:
+        """A reload starts a new generation of workers (a mold imports the code anew)."""
+        ...
+
+    def commit_generation(self) -> None: ...
+    def abandon_generation(self) -> None: ...
+    def close(self) -> None: ...
+    def describe(self) -> dict[str, object] | None:
+        """What `ctl status` shows of the launcher (a mold), if anything."""
+        ...
+
+
+class DirectLauncher:
+    """A launcher with nothing of its own between the master and its workers."""
+
+    def can_start(self) -> bool:
+        return True
+
+    def fds(self) -> list[int]:
+        return []
+
+    def reaped(self, pid: int, status: int) -> bool:
+        return False
+
+    def begin_generation(self) -> None:
+        pass
+
+    def commit_generation(self) -> None:
+        pass
+
+    def abandon_generation(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, object] | None:
+        return None
+
+
+class ProcessLauncher(DirectLauncher):
     """`process` and `spawn` workers: fork (then exec for spawn) in spawn.py."""
 
     def __init__(self, context: Callable[[], spawn.ForkContext]) -> None:
@@ -74,7 +126,7 @@ class ProcessLauncher:
         return None  # a process's exit is reaped, never believed from its pipe
 
 
-class ThreadLauncher:
+class ThreadLauncher(DirectLauncher):
     """`thread` workers: threads of the master's process (threads.py)."""
 
     def __init__(self, threads: ThreadWorkers) -> None:
@@ -103,6 +155,7 @@ class Pipes(Protocol):
     def life(self) -> LifePipe | None: ...
     @property
     def heartbeats(self) -> Heartbeats | None: ...
+    def maintain(self) -> None: ...
 
 
 class LaunchHost(Protocol):
@@ -125,22 +178,16 @@ class LaunchHost(Protocol):
     def master_fds(self) -> list[int]: ...
 
 
-def for_type(worker_type: str, m: LaunchHost) -> Launcher:
-    """The launcher of a worker type; the thread code is imported only for its type."""
+def fork_context(m: LaunchHost) -> Callable[[], spawn.ForkContext]:
+    """What a forked child needs from the master, read afresh at each fork."""
 
     def after_fork(worker: object) -> None:
         m.server.hooks.call_strict("after_fork", m.server, worker)
 
-    if worker_type == "thread":
-        from ..threads import ThreadWorkers  # deferred: only thread workers need it
+    def after_mold_ready() -> None:
+        m.server.hooks.call("after_mold_ready", m.server)
 
-        assert m.workers.heartbeats is not None
-        threads = ThreadWorkers(
-            lambda: m.cfg, m.server.worker_class, m.workers.heartbeats, m.sockets, after_fork
-        )
-        return ThreadLauncher(threads)
-
-    def fork_context() -> spawn.ForkContext:
+    def context() -> spawn.ForkContext:
         assert m.workers.life is not None and m.workers.heartbeats is not None
         assert m.signals is not None
         return spawn.ForkContext(
@@ -154,6 +201,23 @@ def for_type(worker_type: str, m: LaunchHost) -> Launcher:
             restore_signals=m.signals.close,
             after_fork=after_fork,
             identity=m.identity,
+            after_mold_ready=after_mold_ready,
         )
 
-    return ProcessLauncher(fork_context)
+    return context
+
+
+def for_type(worker_type: str, m: LaunchHost) -> Launcher:
+    """The launcher of a worker type; the thread code is imported only for its type."""
+    if worker_type == "thread":
+        from ..threads import ThreadWorkers  # deferred: only thread workers need it
+
+        def after_fork(worker: object) -> None:
+            m.server.hooks.call_strict("after_fork", m.server, worker)
+
+        assert m.workers.heartbeats is not None
+        threads = ThreadWorkers(
+            lambda: m.cfg, m.server.worker_class, m.workers.heartbeats, m.sockets, after_fork
+        )
+        return ThreadLauncher(threads)
+    return ProcessLauncher(fork_context(m))

@@ -184,6 +184,8 @@ class Lifecycle:
             h.first_ready(before_ready=True)
         else:
             log.info("reload complete: %s", status)
+            if h.workers.launcher is not None:
+                h.workers.launcher.commit_generation()
         h.notify.ready(status=status, mainpid=h.pid)
         if first:
             h.first_ready(before_ready=False)

@@ -67,6 +67,8 @@ class Workers:
         self.heartbeats = channel.Heartbeats()
 
     def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
         for fd, _ in self._status_fds.values():
             _close_fd(fd)
         self._status_fds.clear()
@@ -76,8 +78,15 @@ class Workers:
             self.heartbeats.close()
 
     def fds(self) -> list[int]:
-        """The status pipes' read ends: the master's alone, closed in every worker."""
-        return [fd for fd, _ in self._status_fds.values()]
+        """The status pipes' read ends (and a mold's socket): the master's alone, closed
+        in every worker."""
+        own = self.launcher.fds() if self.launcher is not None else []
+        return [fd for fd, _ in self._status_fds.values()] + own
+
+    def reaped(self, pid: int, status: int) -> None:
+        """A child of the master ended: the launcher's own (a mold) or a worker."""
+        if self.launcher is None or not self.launcher.reaped(pid, status):
+            self.on_exit(pid, status)
 
     def last_beat(self, index: int) -> float:
         assert self.heartbeats is not None
@@ -88,6 +97,9 @@ class Workers:
         """Start whatever workers the pool is missing, pacing and backing off."""
         if self.events.phase in (Phase.STOPPING, Phase.PAUSED):
             return
+        assert self.launcher is not None
+        if not self.launcher.can_start():
+            return  # a mold still importing: it calls maintain() again once it can fork
         cfg = self.host.cfg
         now = self.host.clock()
         for worker_id in self.pool.wanted(now):

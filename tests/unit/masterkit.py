@@ -19,7 +19,7 @@ from typing import Any
 from svcengine import config
 from svcengine.hooks import Hooks
 from svcengine.master import Master
-from svcengine.master.launchers import Started
+from svcengine.master.launchers import DirectLauncher, Started
 from svcengine.signals import PRESETS
 from svcengine.unix.systemd import Notifier
 
@@ -37,10 +37,11 @@ class Clock:
         self.t += seconds
 
 
-class FakeLauncher:
+class FakeLauncher(DirectLauncher):
     """Stands in for fork(): a worker is a socketpair; what it 'says' the test writes."""
 
     def __init__(self) -> None:
+        self.generations: list[str] = []  # begin / commit / abandon, in order
         self._keys = itertools.count(100001)  # never a pid this test could signal
         self.ends: dict[int, socket.socket] = {}  # key -> the worker's end
         self.ids: dict[int, int] = {}  # key -> worker id
@@ -67,6 +68,15 @@ class FakeLauncher:
 
     def exit_line(self, key: int, text: str) -> int | None:
         return (int(text) & 0xFF) << 8
+
+    def begin_generation(self) -> None:
+        self.generations.append("begin")
+
+    def commit_generation(self) -> None:
+        self.generations.append("commit")
+
+    def abandon_generation(self) -> None:
+        self.generations.append("abandon")
 
     # --- what a worker says -----------------------------------------------------------
     def say(self, key: int, line: str) -> None:

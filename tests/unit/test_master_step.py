@@ -181,6 +181,20 @@ def test_reload_whose_workers_cannot_boot_is_abandoned(kit):
     assert [w.pid for w in k.master.pool.current()] == old  # the previous workers serve on
     assert k.notify_socket.has("RELOADING=1") == 2 and k.notify_socket.has("READY=1") == 2
     assert "reload failed" in k.master.status_text()
+    assert k.launcher.generations == ["begin", "abandon"]  # a mold: back to the previous one
+
+
+def test_a_completed_reload_commits_the_launchers_generation(kit):
+    k = kit()
+    k.all_ready()
+    k.signal(signal.SIGHUP)
+    assert k.launcher.generations == ["begin"]
+    k.all_ready(generation=k.master.pool.generation)
+    for key in [w.pid for w in k.master.pool.workers() if w.state is SlotState.STOPPING]:
+        k.launcher.exit(key)
+    k.step()
+    assert k.master.phase is Phase.RUNNING
+    assert k.launcher.generations == ["begin", "commit"]  # the previous mold may go
 
 
 def test_boot_failure_before_ready_stops_the_master_with_1(kit):

@@ -1,0 +1,222 @@
+"""The mold: a child of the master that imports the app once and forks warm workers.
+
+Pitchfork's design. The master never imports the worker module; the mold does, runs
+the `after_mold_ready` hook, freezes its heap (gc.freeze(): a worker's collections
+never write to the mold's objects, so their pages stay shared) and then forks a worker
+for each request the master sends. It forks twice: the middle process exits at once,
+so the worker is re-parented to the master (a child subreaper), which reaps it and
+reads its status pipe as it would a worker it forked itself.
+
+The orphan guarantee at every step: the mold has PDEATHSIG and the life pipe; a new
+worker arms PDEATHSIG only once the master is its parent (and checks getppid() after),
+and its watcher reads the life pipe from the start, which covers the gap between.
+
+Requests and answers are SOCK_SEQPACKET messages, one per packet:
+  master -> mold   `fork WORKER_ID BEAT_INDEX` with the status pipe's write end attached
+  mold -> master   `ready` once (or `ready IMPORT-ERROR` when the import failed: each worker
+                   then imports for itself and reports its own boot failure), then
+                   `pid N` or `error TEXT` for each request, in order.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import select
+import signal
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import channel
+from ..config import Config
+from ..spawn import warn_threads
+from ..unix import linux as _linux
+from ..unix import log as logsetup
+from ..unix import proctitle
+from ..worker import Worker
+from .boot import boot_error, import_worker
+
+log = logging.getLogger("svcengine.master")
+
+REPARENT_TIMEOUT = 10.0  # s a new worker waits for the middle process to go
+
+
+@dataclass
+class MoldSpec:
+    """What a mold keeps from the master that forked it (its generation's config)."""
+
+    generation: int
+    config: Config
+    master_pid: int
+    worker_class: type[Worker] | None  # preload: the master's; else imported here
+    heartbeats: channel.Heartbeats
+    life_fd: int
+    on_ready: Callable[[], object]  # the after_mold_ready hook
+    # a forked worker's boot (spawn.boot with what the mold knows bound in)
+    boot: Callable[[int, int, int, type[Worker] | None], int]
+
+
+def title(name: str, generation: int) -> str:
+    return f"svcengine mold gen {generation}" + (f" {name}" if name else "")
+
+
+def run(spec: MoldSpec, sock: socket.socket) -> int:
+    """The mold's life: import, freeze, answer fork requests until the master goes."""
+    cfg = spec.config
+    logsetup.set_label(f"mold[{spec.generation}]")
+    proctitle.set_title(title(cfg.name, spec.generation))
+    cls = spec.worker_class
+    note = ""
+    if cls is None:
+        try:
+            cls = import_worker(cfg.worker, cfg.python_path)
+        except BaseException as exc:  # noqa: BLE001 - each worker imports and reports it
+            note = boot_error(exc)
+            log.warning("mold could not import %s: %s (each worker will try)", cfg.worker, note)
+    if cls is not None:
+        spec.on_ready()
+    warn_threads("the mold forks workers")
+    gc.collect()
+    gc.freeze()  # what exists now stays in the shared pages: no collection touches it
+    sock.send(b"ready" + (b" " + note.encode("utf-8", "replace")[:3000] if note else b""))
+    while True:
+        readable, _, _ = select.select([sock.fileno(), spec.life_fd], [], [])
+        if spec.life_fd in readable:
+            return 0  # the master is gone (PDEATHSIG may have been cleared by a setuid)
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 256, 1)
+        except OSError:
+            return 0
+        if not data:
+            return 0  # the master closed our socket: this generation is over
+        sock.send(_answer(spec, sock, data, fds, cls))
+
+
+def _answer(
+    spec: MoldSpec,
+    sock: socket.socket,
+    data: bytes,
+    fds: list[int],
+    cls: type[Worker] | None,
+) -> bytes:
+    try:
+        verb, worker_id, beat_index = data.decode().split()
+        if verb != "fork" or len(fds) != 1:
+            raise ValueError(f"bad request {data[:80]!r}")
+        pid = _fork_worker(spec, sock, int(worker_id), int(beat_index), fds[0], cls)
+    except (OSError, ValueError) as exc:
+        return b"error " + str(exc).encode("utf-8", "replace")[:3000]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return b"pid %d" % pid
+
+
+def _fork_worker(
+    spec: MoldSpec,
+    sock: socket.socket,
+    worker_id: int,
+    beat_index: int,
+    status_fd: int,
+    cls: type[Worker] | None,
+) -> int:
+    """Fork twice; the worker's pid once its middle process is reaped (the master is
+    the worker's parent by then)."""
+    report_r, report_w = _linux.pipe()
+    try:
+        middle = os.fork()
+    except OSError:
+        os.close(report_r)
+        os.close(report_w)
+        raise
+    if middle == 0:
+        os.close(report_r)
+        _middle(spec, sock, worker_id, beat_index, status_fd, cls, report_w)
+    os.close(report_w)
+    try:
+        data = b""
+        while chunk := os.read(report_r, 32):
+            data += chunk
+    finally:
+        os.close(report_r)
+        os.waitpid(middle, 0)
+    if not data:
+        raise OSError(f"cannot fork worker {worker_id}: the middle process said nothing")
+    return int(data)
+
+
+def _middle(
+    spec: MoldSpec,
+    sock: socket.socket,
+    worker_id: int,
+    beat_index: int,
+    status_fd: int,
+    cls: type[Worker] | None,
+    report_w: int,
+) -> None:
+    """The middle process: fork the worker, name it, go."""
+    code = 1
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_w)
+            _worker(spec, sock, worker_id, beat_index, status_fd, cls)
+        try:
+            os.setpgid(pid, pid)  # before anyone knows the pid: no signal finds it outside
+        except OSError:
+            pass  # it did so itself first
+        os.write(report_w, b"%d" % pid)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _worker(
+    spec: MoldSpec,
+    sock: socket.socket,
+    worker_id: int,
+    beat_index: int,
+    status_fd: int,
+    cls: type[Worker] | None,
+) -> None:
+    """The new worker: wait to be the master's child, arm PDEATHSIG, boot."""
+    code = 1
+    try:
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        sock.close()
+        if _reparented(spec.master_pid) and _arm(spec.config, spec.master_pid):
+            code = spec.boot(worker_id, beat_index, status_fd, cls)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        from . import finish
+
+        finish(code)
+
+
+def _reparented(master_pid: int) -> bool:
+    """Wait until the middle process is gone: then the master (a subreaper) is our parent."""
+    parent = os.getppid()
+    if parent != master_pid:
+        _linux.wait_exit(parent, REPARENT_TIMEOUT)  # a pidfd: no polling
+    if os.getppid() != master_pid:
+        log.error("worker not re-parented to the master (pid %d): exiting", master_pid)
+        return False
+    return True
+
+
+def _arm(cfg: Config, master_pid: int) -> bool:
+    """PDEATHSIG, then getppid() once more: a master that died before prctl sent nothing."""
+    if cfg.worker_pdeathsig:
+        _linux.set_pdeathsig(signal.SIGKILL)
+    return os.getppid() == master_pid

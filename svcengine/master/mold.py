@@ -1,0 +1,311 @@
+"""The master's side of the mold (child/mold.py): one mold per generation of workers.
+
+`process` workers are forked by the mold of their generation, never by the master, so
+the master never imports the app. A reload (HUP) makes a new mold, which imports the
+code as it is now; the previous one stays until the reload completes, so a reload that
+is abandoned goes back to it (and a respawn after that forks the code that worked). A
+mold that dies is replaced (at once, or after a second if it lived less than one);
+its workers are the master's children and serve on.
+
+Asking for a worker is synchronous: one request, one answer within ANSWER_TIMEOUT
+(two forks in the mold). Until a new mold has imported, the launcher cannot start
+workers (`can_start()` is False) and calls the reconciler back once it can.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .. import channel, spawn
+from ..child import mold as child_mold
+from ..timers import Timer
+from ..unix import linux as _linux
+from ..worker import Worker
+from .launchers import Launcher, LaunchHost, Started, for_type, fork_context
+from .loop import Loop
+from .pool import describe_status
+
+log = logging.getLogger("svcengine.master")
+
+ANSWER_TIMEOUT = 10.0  # s for the mold's answer to one fork request
+QUICK_DEATH = 1.0  # a mold that lived less than this is replaced only after as long
+
+
+@dataclass
+class Mold:
+    generation: int
+    pid: int
+    sock: socket.socket
+    born: float
+    ready: bool = False
+    note: str = ""
+    workers: int = 0  # forked so far
+    buf: bytearray = field(default_factory=bytearray)
+
+
+class MoldHost(LaunchHost, Protocol):
+    @property
+    def loop(self) -> Loop: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+def launcher_for(m: MoldHost) -> Launcher:
+    """`process` workers with `mold = true` (the default): a MoldLauncher, when this
+    kernel can re-parent a worker to the master (a subreaper) and wait on a pidfd."""
+    cfg = m.cfg
+    if cfg.worker_type == "process" and cfg.mold:
+        if _linux.HAS_PIDFD and (m.pid == 1 or _linux.set_child_subreaper()):
+            return MoldLauncher(fork_context(m), m.loop, m.clock, m.workers.maintain)
+        log.warning("mold = true needs pidfd and PR_SET_CHILD_SUBREAPER: forking from the master")
+    return for_type(cfg.worker_type, m)
+
+
+class MoldLauncher:
+    """A Launcher (launchers.py) for `process` workers forked by a mold."""
+
+    def __init__(
+        self,
+        context: Callable[[], spawn.ForkContext],
+        loop: Loop,
+        clock: Callable[[], float],
+        on_ready: Callable[[], None],
+    ) -> None:
+        self.context = context
+        self.loop = loop
+        self.clock = clock
+        self.on_ready = on_ready  # the reconciler's maintain(): a mold can fork now
+        self.current: Mold | None = None
+        self.previous: Mold | None = None  # the last generation's, while a reload may fail
+        self.generation = 0
+        self._retry: Timer | None = None
+        self._closed = False
+
+    # --- Launcher ---------------------------------------------------------------------
+    def can_start(self) -> bool:
+        if self.current is None and self._retry is None and not self._closed:
+            self._make()
+        return self.current is not None and self.current.ready
+
+    def start(self, worker_id: int, beat_index: int) -> Started:
+        m = self.current
+        if m is None or not m.ready:
+            raise RuntimeError("the mold is not ready")
+        status_r, status_w = _linux.pipe()
+        try:
+            answer = self._ask(m, f"fork {worker_id} {beat_index}".encode(), status_w)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        if not answer.startswith(b"pid "):
+            os.close(status_r)
+            raise RuntimeError(f"the mold (pid {m.pid}): {answer.decode(errors='replace')}")
+        m.workers += 1
+        os.set_blocking(status_r, False)
+        return Started(int(answer[4:]), status_r)
+
+    def signal(self, key: int, signum: int) -> bool:
+        try:
+            os.kill(key, signum)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def kill_group(self, key: int, signum: int) -> bool:
+        return spawn.kill_group(key, signum)
+
+    def exit_line(self, key: int, text: str) -> int | None:
+        return None  # a worker's exit is reaped, never believed from its pipe
+
+    def fds(self) -> list[int]:
+        """Our ends of the molds' sockets: the master's alone, closed in every child."""
+        return [m.sock.fileno() for m in (self.current, self.previous) if m is not None]
+
+    def reaped(self, pid: int, status: int) -> bool:
+        """True if `pid` was a mold (ours to replace), not a worker."""
+        for m in (self.current, self.previous):
+            if m is not None and m.pid == pid:
+                self._forget(m)
+                if m is self.previous:
+                    self.previous = None
+                    return True
+                self.current = None
+                lived = self.clock() - m.born
+                cause = describe_status(status)
+                if self._closed:
+                    return True
+                log.warning("mold gen %d (pid %d) %s; making a new one", m.generation, pid, cause)
+                delay = 0.0 if lived >= QUICK_DEATH else QUICK_DEATH
+                self._retry = self.loop.timers.after(delay, self._replace)
+                return True
+        return False
+
+    # --- generations (changes.py and lifecycle.py) -------------------------------------
+    def begin_generation(self) -> None:
+        """A reload: the next worker comes from a new mold, importing the code as it is now."""
+        if self.previous is not None:
+            self._stop(self.previous)
+        self.previous, self.current = self.current, None
+        self.can_start()
+
+    def commit_generation(self) -> None:
+        """The reload completed: the previous generation's mold is not needed any more."""
+        if self.previous is not None:
+            self._stop(self.previous)
+            self.previous = None
+
+    def abandon_generation(self) -> None:
+        """The reload was abandoned: back to the previous mold (if it still lives)."""
+        if self.previous is None:
+            return
+        if self.current is not None:
+            self._stop(self.current)
+        self.current, self.previous = self.previous, None
+
+    def close(self) -> None:
+        """The master is leaving: its molds go with it."""
+        self._closed = True
+        for m in (self.current, self.previous):
+            if m is not None:
+                self._stop(m)
+        self.current = self.previous = None
+
+    def describe(self) -> dict[str, object] | None:
+        m = self.current
+        if m is None:
+            return None
+        return {"pid": m.pid, "generation": m.generation, "ready": m.ready, "forked": m.workers}
+
+    # --- the mold process -------------------------------------------------------------
+    def _replace(self) -> None:
+        self._retry = None
+        self.can_start()  # makes the new mold; its `ready` calls the reconciler back
+
+    def _make(self) -> None:
+        ctx = self.context()
+        self.generation += 1
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.set_inheritable(False)
+        theirs.set_inheritable(False)
+        generation = self.generation
+
+        def body() -> int:
+            ours.close()
+            life_fd = spawn.detach(ctx)
+            if life_fd is None:
+                return 1
+            os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
+            return child_mold.run(_spec(ctx, generation, life_fd), theirs)
+
+        gc.freeze()  # the master's own objects: a collection here never unshares their pages
+        try:
+            pid = spawn.fork_child(body)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            log.error("cannot fork the mold: %s; retrying in %.0fs", exc, QUICK_DEATH)
+            self._retry = self.loop.timers.after(QUICK_DEATH, self._replace)
+            return
+        theirs.close()
+        ours.setblocking(False)
+        m = Mold(generation, pid, ours, self.clock())
+        self.current = m
+        self.loop.register(ours.fileno(), lambda _fd: self._on_message(m))
+        log.info("mold gen %d started (pid %d)", generation, pid)
+
+    def _on_message(self, m: Mold) -> None:
+        """Only `ready` comes unasked; anything else, or EOF, is the end of that mold."""
+        try:
+            data = m.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or m.ready or not data.startswith(b"ready"):
+            self._forget(m)  # its exit is reaped: reaped() replaces it
+            return
+        m.ready = True
+        m.note = data[6:].decode("utf-8", "replace")
+        log.info("mold gen %d (pid %d) ready", m.generation, m.pid)
+        if m is self.current:
+            self.on_ready()
+
+    def _ask(self, m: Mold, request: bytes, fd: int) -> bytes:
+        """One request, one answer, with a deadline: the mold answers after two forks."""
+        m.sock.setblocking(True)
+        m.sock.settimeout(ANSWER_TIMEOUT)
+        try:
+            socket.send_fds(m.sock, [request], [fd])
+            answer = m.sock.recv(4096)
+        except OSError as exc:  # socket.timeout included
+            self._lost(m, f"no answer ({exc})")
+            raise RuntimeError(f"the mold (pid {m.pid}) did not answer: {exc}") from None
+        finally:
+            if m.sock.fileno() >= 0:
+                m.sock.setblocking(False)
+        if not answer:
+            self._lost(m, "closed its socket")
+            raise RuntimeError(f"the mold (pid {m.pid}) is gone")
+        return answer
+
+    def _lost(self, m: Mold, why: str) -> None:
+        log.error(
+            "mold gen %d (pid %d) %s: killing it; a new one follows", m.generation, m.pid, why
+        )
+        self._forget(m)
+        _kill(m.pid)
+
+    def _stop(self, m: Mold) -> None:
+        self._forget(m)
+        _kill(m.pid)  # it holds nothing to save; its exit is reaped as any child's
+
+    def _forget(self, m: Mold) -> None:
+        if m.sock.fileno() >= 0:
+            self.loop.unregister(m.sock.fileno())
+            m.sock.close()
+
+
+def _spec(ctx: spawn.ForkContext, generation: int, life_fd: int) -> child_mold.MoldSpec:
+    """The mold's spec, with a worker's boot bound to what it inherited."""
+    sockets = [s.sock for s in ctx.sockets]
+
+    def boot(worker_id: int, beat_index: int, status_fd: int, cls: type[Worker] | None) -> int:
+        return spawn.boot(
+            worker_id=worker_id,
+            cfg=ctx.config,
+            master_pid=ctx.master_pid,
+            status_fd=status_fd,
+            life_fd=life_fd,
+            beat=channel.Beat(ctx.heartbeats.map, beat_index),
+            sockets=sockets,
+            worker_class=cls,
+            after_fork=ctx.after_fork,
+            unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),
+        )
+
+    return child_mold.MoldSpec(
+        generation=generation,
+        config=ctx.config,
+        master_pid=ctx.master_pid,
+        worker_class=ctx.worker_class,
+        heartbeats=ctx.heartbeats,
+        life_fd=life_fd,
+        on_ready=ctx.after_mold_ready,
+        boot=boot,
+    )
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
