@@ -45,6 +45,15 @@ def children_of(pid: int) -> set[int]:
     return out
 
 
+def is_mold(pid: int) -> bool:
+    """The master's mold (svcengine/child/mold.py), told apart from workers by its title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(b"svcengine mold ")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
     try:
@@ -225,9 +234,13 @@ class Service:
         return self.notify.wait_key("READY", timeout, "1")
 
     def workers(self) -> set[int]:
-        pids = children_of(self.pid)
+        """The master's worker processes (its mold is a child too, but not a worker)."""
+        pids = {p for p in children_of(self.pid) if not is_mold(p)}
         self.seen_workers |= pids
         return pids
+
+    def molds(self) -> set[int]:
+        return {p for p in children_of(self.pid) if is_mold(p)}
 
     def wait_workers(self, n: int, timeout: float = 10.0) -> set[int]:
         def exactly_n() -> set[int] | None:
