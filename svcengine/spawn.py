@@ -76,14 +76,15 @@ def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int,
     return pid, status_r
 
 
-def warn_threads(what: str) -> None:
+def warn_threads(what: str, who: str = "the master") -> None:
     """Forking a process that runs threads copies only the forking one: name the others."""
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         log.warning(
-            "%s while this process runs other threads (%s): their locks may be held forever "
+            "%s while %s runs other threads (%s): their locks may be held forever "
             'in the child; use worker_type = "spawn" or server.every() instead',
             what,
+            who,
             names,
         )
 

@@ -78,7 +78,7 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
             log.warning("mold could not import %s: %s (each worker will try)", cfg.worker, note)
     if cls is not None:
         spec.on_ready()
-    warn_threads("the mold forks workers")
+    warn_threads("the mold forks workers", "the app's import left it")
     gc.collect()
     gc.freeze()  # what exists now stays in the shared pages: no collection touches it
     sock.send(b"ready" + (b" " + note.encode("utf-8", "replace")[:3000] if note else b""))

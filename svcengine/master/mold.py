@@ -206,6 +206,7 @@ class MoldLauncher:
             os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
             return child_mold.run(_spec(ctx, generation, life_fd), theirs)
 
+        spawn.warn_threads(f"forking the mold gen {self.generation}")
         gc.freeze()  # the master's own objects: a collection here never unshares their pages
         try:
             pid = spawn.fork_child(body)

@@ -25,6 +25,7 @@ class StatusView:
     started_at: float
     wakeups: int
     upgrade: dict[str, Any] | None
+    mold: dict[str, object] | None = None  # the launcher's mold: pid, generation, forked
 
 
 def status_text(pool: Pool, phase: Phase) -> str:
@@ -83,4 +84,5 @@ def snapshot(master: StatusView, now: float | None = None) -> dict[str, Any]:
         "loop_turns": master.wakeups,  # an idle master's stays put: it sleeps until an event
         "workers": workers,
         "upgrade": master.upgrade,
+        "mold": master.mold,
     }

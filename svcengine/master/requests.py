@@ -72,5 +72,6 @@ def snapshot(m: Master) -> dict[str, Any]:
         started_at=m.started_at,
         wakeups=m.wakeups,
         upgrade=upgrade.as_dict() if upgrade else None,
+        mold=m.workers.launcher.describe() if m.workers.launcher else None,
     )
     return report.snapshot(view, m.clock())

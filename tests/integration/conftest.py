@@ -11,7 +11,7 @@ import os
 import signal
 
 import pytest
-from harness import Service, children_of, wait_gone
+from harness import Service, alive, children_of, wait_gone
 
 from svcengine.unix import linux as _linux
 
@@ -29,6 +29,9 @@ def no_process_left_behind():
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)  # ours: started by this test, adopted by us
         for pid in children_of(os.getpid()) - before:
+            if alive(pid):  # re-parented to us after the wait above (a worker's child)
+                leftovers.add(pid)
+                os.kill(pid, signal.SIGKILL)
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:

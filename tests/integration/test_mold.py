@@ -189,7 +189,7 @@ def test_a_mold_that_starts_threads_at_import_is_warned_about(service, tmp_path)
     svc = service(worker="moldapp:Versioned", workers=1)
     svc.wait_ready()
     svc.wait_log(
-        r"the mold forks workers while this process runs other threads .*"
+        r"the mold forks workers while the app's import left it runs other threads .*"
         r'use worker_type = "spawn"',
         since_mark=False,
     )

@@ -164,7 +164,7 @@ def _fds(pid: int) -> int:
 def test_ten_upgrades_grow_nothing(upgradable):
     u = upgradable(workers=2)
     u.start()
-    wait_for(lambda: len(u.tree()) == 3, 5, "master and 2 workers")
+    wait_for(lambda: len(u.tree()) == 4, 5, "master, its mold and 2 workers")
     procs = len(u.tree())
     # the baseline is a master made by an upgrade (the first one was made by the launcher)
     assert u.ctl("upgrade").returncode == 0

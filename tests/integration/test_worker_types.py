@@ -95,12 +95,30 @@ def test_embedded_worker_runs_in_the_main_process(service):
 
 
 def test_thread_started_by_a_hook_before_fork_is_warned_about(service):
-    svc = service(workers=1, config='hooks = "hooks_threads"\n')
+    """mold = false: the master forks each worker, with the hook's thread running."""
+    svc = service(workers=1, config='hooks = "hooks_threads"\nmold = false\n')
     svc.wait_ready()
     line = svc.wait_log(
         r"forking worker 0 while the master runs other threads \(hook-monitor\)", since_mark=False
     )
     assert 'worker_type = "spawn"' in svc.log_text()[line.start() :].splitlines()[0]
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
+
+
+def test_a_master_thread_reaches_no_worker_through_the_first_mold_but_the_next_is_warned(service):
+    """The mold was forked before the hook's thread started: the workers it forks never had
+    that thread. A reload forks a new mold from the master, which runs the thread now."""
+    svc = service(workers=1, config='hooks = "hooks_threads"\n')
+    svc.wait_ready()
+    assert "runs other threads" not in svc.log_text()
+    svc.mark()
+    svc.kill(signal.SIGHUP)
+    line = svc.wait_log(
+        r"forking the mold gen 2 while the master runs other threads \(hook-monitor\)"
+    )
+    assert 'worker_type = "spawn"' in svc.log_text()[line.start() :].splitlines()[0]
+    svc.wait_log(r"reload complete")
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
 
