@@ -141,35 +141,37 @@ def bars(
 def http_panels(fig: Any, gs: Any, r: Any, sizes: Any, panel: Any) -> None:
     """The 4th row: run.py's HTTP example with defaults (examples/http_worker.py for svcengine)."""
     what = "HTTP example, defaults (svcengine: examples/http_worker.py, no preload)"
-    panel(
-        fig.add_subplot(gs[3, 0]),
-        [
-            ("respawn →\nserving\nmedian", r("http_respawn_serving_median")),
-            ("respawn →\nserving\np95", r("http_respawn_serving_p95")),
-            *((f"start,\n{n} workers", r(f"http_start_{n}")) for n in sizes("http_start_")),
-        ],
-        log=True,
-        title=f"{what}:\nrespawn and start (ms, log scale; lower is better)",
-        ylabel="ms (log)",
+    rows = (  # groups, log scale, what and unit
+        (
+            [
+                ("respawn →\nserving\nmedian", r("http_respawn_serving_median")),
+                ("respawn →\nserving\np95", r("http_respawn_serving_p95")),
+                *((f"start,\n{n} workers", r(f"http_start_{n}")) for n in sizes("http_start_")),
+            ],
+            True,
+            "respawn and start (ms, log scale",
+            "ms (log)",
+        ),
+        (
+            [
+                ("worker USS\n(private),\nmean", r("http_mem_worker_uss")),
+                ("worker PSS,\nmean", r("http_mem_worker_pss")),
+                ("master PSS", r("http_mem_master_pss")),
+            ],
+            False,
+            "memory, 4 idle workers (KiB",
+            "KiB",
+        ),
+        (
+            [(f"{n} workers", r(f"http_total_pss_{n}")) for n in sizes("http_total_pss_")],
+            False,
+            "total PSS, master + idle workers (MiB",
+            "MiB",
+        ),
     )
-    panel(
-        fig.add_subplot(gs[3, 1]),
-        [
-            ("worker USS\n(private),\nmean", r("http_mem_worker_uss")),
-            ("worker PSS,\nmean", r("http_mem_worker_pss")),
-            ("master PSS", r("http_mem_master_pss")),
-        ],
-        log=False,
-        title=f"{what}:\nmemory, 4 idle workers (KiB; lower is better)",
-        ylabel="KiB",
-    )
-    panel(
-        fig.add_subplot(gs[3, 2]),
-        [(f"{n} workers", r(f"http_total_pss_{n}")) for n in sizes("http_total_pss_")],
-        log=False,
-        title=f"{what}:\ntotal PSS, master + idle workers (MiB; lower is better)",
-        ylabel="MiB",
-    )
+    for col, (groups, log, title, unit) in enumerate(rows):
+        ax = fig.add_subplot(gs[3, col])
+        panel(ax, groups, log=log, title=f"{what}:\n{title}; lower is better)", ylabel=unit)
 
 
 def main() -> int:
