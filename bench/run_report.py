@@ -178,9 +178,13 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
                     for s in xs
                 )
                 lines.append(f"- HTTP respawn {peer} (fork/serving ms): {desc}")
+            elif fig == "http_memory":
+                desc = ", ".join(f"{k} {v * 1024:.0f}" for k, v in xs[0].items() if k != "workers")
+                lines.append(f"- HTTP memory {peer} (KiB): {desc}")
             elif fig.startswith(("start_", "fork1_", "stop_", "wstop_", "ready1_", "http_")):
                 desc = ", ".join(f"{x:.1f}" if x is not None else "—" for x in xs)
-                lines.append(f"- {fig} {peer} (ms): {desc}")
+                unit = "MiB" if fig.startswith("http_total_pss_") else "ms"
+                lines.append(f"- {fig} {peer} ({unit}): {desc}")
     kept = ""  # a hand-written reading of the figures, below KEEP, survives a rewrite
     with contextlib.suppress(OSError):
         old = path.read_text()
