@@ -138,6 +138,42 @@ def bars(
     ax.legend(fontsize=8, loc="best")
 
 
+def http_panels(fig: Any, gs: Any, r: Any, sizes: Any, panel: Any) -> None:
+    """The 4th row: run.py's HTTP example with defaults (examples/http_worker.py for svcengine)."""
+    what = "HTTP example, defaults (svcengine: examples/http_worker.py, no preload)"
+    rows = (  # groups, log scale, what and unit
+        (
+            [
+                ("respawn →\nserving\nmedian", r("http_respawn_serving_median")),
+                ("respawn →\nserving\np95", r("http_respawn_serving_p95")),
+                *((f"start,\n{n} workers", r(f"http_start_{n}")) for n in sizes("http_start_")),
+            ],
+            True,
+            "respawn and start (ms, log scale",
+            "ms (log)",
+        ),
+        (
+            [
+                ("worker USS\n(private),\nmean", r("http_mem_worker_uss")),
+                ("worker PSS,\nmean", r("http_mem_worker_pss")),
+                ("master PSS", r("http_mem_master_pss")),
+            ],
+            False,
+            "memory, 4 idle workers (KiB",
+            "KiB",
+        ),
+        (
+            [(f"{n} workers", r(f"http_total_pss_{n}")) for n in sizes("http_total_pss_")],
+            False,
+            "total PSS, master + idle workers (MiB",
+            "MiB",
+        ),
+    )
+    for col, (groups, log, title, unit) in enumerate(rows):
+        ax = fig.add_subplot(gs[3, col])
+        panel(ax, groups, log=log, title=f"{what}:\n{title}; lower is better)", ylabel=unit)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, help="bench/run.py's results.json")
@@ -178,8 +214,9 @@ def main() -> int:
         groups = present(groups)
         bars(ax, groups, series=peers_in(groups), log=log, title=title, ylabel=ylabel)
 
-    fig = plt.figure(figsize=(17, 15))
-    gs = fig.add_gridspec(3, 3)
+    http = any(k.startswith("http_") for k in figs)  # run.py's HTTP-example group: a 4th row
+    fig = plt.figure(figsize=(17, 20 if http else 15))
+    gs = fig.add_gridspec(4 if http else 3, 3)
     axes = [
         [fig.add_subplot(gs[0, i]) for i in range(3)],
         [fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 1:]), fig.add_subplot(gs[2, :2])],
@@ -264,6 +301,8 @@ def main() -> int:
         "(MiB, /proc/PID/smaps_rollup; lower is better)",
         ylabel="MiB",
     )
+    if http:
+        http_panels(fig, gs, r, sizes, panel)
     pss = more.get("samples", {}).get("pss_py", {}).get("values", {})
     if pss:
         groups = [

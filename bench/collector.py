@@ -198,14 +198,16 @@ class Instance:
 
     seq = 0
 
-    def __init__(self, bench: Bench, peer: Peer, nworkers: int) -> None:
+    def __init__(self, bench: Bench, peer: Peer, nworkers: int, port: int = 0) -> None:
+        """``port``: the peer's HTTP app on 127.0.0.1:port; 0: on a unix socket (svcengine: the
+        idle app)."""
         Instance.seq += 1
         self.bench, self.peer, self.nworkers = bench, peer, nworkers
         self.dir = bench.outdir / f"{Instance.seq:03d}-{peer.tag}-{nworkers}w"
         self.dir.mkdir(parents=True)
         self.marker_box = bench.col.open_inbox(str(self.dir / "m.sock"))
         self.notify_box = bench.col.open_inbox(str(self.dir / "n.sock"))
-        argv, extra = peer.argv_env(self.dir, nworkers, self.dir / "http.sock")
+        argv, extra = peer.argv_env(self.dir, nworkers, port or self.dir / "http.sock")
         env = clean_env(
             **extra, SVCBENCH_MARKER=self.marker_box.path, NOTIFY_SOCKET=self.notify_box.path
         )
@@ -256,11 +258,7 @@ class Instance:
         col.wait_for(enough, timeout)
         got = self.ready_markers()
         if len(got) < n:
-            rc = self.popen.poll()
-            why = f"master exited with {rc}" if rc is not None else f"timeout {timeout:.0f}s"
-            raise RuntimeError(
-                f"{self.peer.label}: {len(got)}/{n} workers ready ({why}); {self.tail()}"
-            )
+            raise self.not_up(f"{len(got)}/{n} workers ready", timeout)
         for m in got.values():
             if m.ppid != self.pid:
                 self.bench.note(
@@ -269,6 +267,26 @@ class Instance:
                 )
         self.known_workers.update(got)
         return got
+
+    def wait_all_ready(self, n: int, timeout: float) -> int:
+        """When all ``n`` workers were up: the last app-ready marker, or when READY=1 came for a
+        peer whose app sends no marker (svcengine's examples/http_worker.py as it is: its master
+        sends READY=1 once every worker has imported its module and is about to call run())."""
+        if self.peer.http_markers:
+            return max(m.t_ns for m in self.wait_ready(n, timeout).values())
+        popen = self.popen
+        self.bench.col.wait_for(
+            lambda: self.notify_box.has_note("READY=1") or popen.poll() is not None, timeout
+        )
+        t = self.wait_note("READY=1", 0)
+        if t is None:
+            raise self.not_up("no READY=1", timeout)
+        return t
+
+    def not_up(self, what: str, timeout: float) -> RuntimeError:
+        rc = self.popen.poll()
+        why = f"master exited with {rc}" if rc is not None else f"timeout {timeout:.0f}s"
+        return RuntimeError(f"{self.peer.label}: {what} ({why}); {self.tail()}")
 
     def exec_ns(self) -> int:
         col = self.bench.col

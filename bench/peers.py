@@ -9,13 +9,14 @@ are in run.py's figures and more.py's scenarios. Standard library only.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
 import subprocess
 from pathlib import Path
 
-from common import APPS, VENV
+from common import APPS, EXAMPLES, VENV
 from procs import tail, wait_file_pid, wait_pidfiles
 
 RUBY_HINT = "apt-get install ruby-serverengine unicorn"
@@ -36,6 +37,7 @@ class Peer:
     # (or never), so serial trials would each wait out the cap.
     orphans_concurrent = False
     notifies = True  # sends READY=1 to NOTIFY_SOCKET
+    http_markers = True  # its app on a TCP port sends app-ready markers (bench/apps/marker.py)
 
     def argv_env(
         self, d: Path, workers: int, listen: Listen, pidfile: Path | None = None
@@ -46,6 +48,10 @@ class Peer:
     # -- hot upgrade by signal (more.py): USR2, the new master's pid, retire the old --
     # The run's one-line account; names: old, new, ready_s, oldbin, promoted.
     upgrade_info = "USR2 → new master {new}, ready at +{ready_s:.2f}s; old {old}"
+
+    def is_worker(self, pid: int) -> bool:
+        """Whether a descendant of the master is one of its workers (not, e.g., a mold)."""
+        return True
 
     def new_master(self, d: Path, pidfile: Path, old: int) -> int:
         raise NotImplementedError(f"{self.name}: no hot upgrade by signal")
@@ -68,6 +74,7 @@ class Svcengine(Peer):
         self.name = "svcengine"
         self.label = "svcengine" if pdeathsig else "svcengine (worker_pdeathsig = false)"
         self.tag = "svc" if pdeathsig else "svc-nopds"
+        self.http_markers = False  # examples/http_worker.py as it is
 
     @staticmethod
     def config(path: Path, **settings: object) -> Path:
@@ -75,7 +82,7 @@ class Svcengine(Peer):
         path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
         return path
 
-    def argv(self, *args: str | Path) -> list[str]:
+    def argv(self, *args: str | Path | int) -> list[str]:
         return [str(VENV / "bin" / "svcengine"), *map(str, args)]
 
     def env(self) -> dict[str, str]:
@@ -84,7 +91,16 @@ class Svcengine(Peer):
     def argv_env(
         self, d: Path, workers: int, listen: Listen, pidfile: Path | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        """run.py's idle pool (bench/apps/idle.py); ``listen`` is not used."""
+        """A unix socket (run.py's timed figures): the idle pool of bench/apps/idle.py, the path
+        unused. A TCP port: examples/http_worker.py with svcengine's defaults, as its docstring
+        runs it: the class, the worker count and the listen address; nothing else but the
+        service name (the run directory and titles) and, on PYTHONPATH, examples/ (run.py's
+        snapshot of it with ``src``). Its workers send no markers: READY=1 says they are up."""
+        if isinstance(listen, int):
+            argv = self.argv("--name", "bench", "--listen", tcp(listen), "--workers", workers)
+            examples = self.src / "examples" if self.src else EXAMPLES
+            path = [*self.env().values(), str(examples)]
+            return [*argv, "http_worker:HttpWorker"], {"PYTHONPATH": os.pathsep.join(path)}
         cfg = self.config(
             d / "svcengine.toml",
             worker="idle:IdleWorker",
@@ -96,6 +112,15 @@ class Svcengine(Peer):
             "--foreground", "--config", cfg, "--name", "bench", "--log", d / "svcengine.log"
         )
         return argv, self.env()
+
+    def is_worker(self, pid: int) -> bool:
+        """Workers are titled `svcengine worker[N] NAME`; another process of the pool (issue
+        14's mold, `svcengine mold ...`) counts with the master."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"worker" in f.read()
+        except OSError:
+            return True
 
 
 class Gunicorn(Peer):

@@ -143,26 +143,49 @@ def sig_masks(pid: int) -> dict[str, int]:
 
 
 def smaps(pid: int) -> dict[str, int]:
-    out = {}
+    """KiB from /proc/PID/smaps_rollup: Rss, Pss, and Uss (Private_Clean + Private_Dirty: what
+    the process alone holds, freed when it exits)."""
+    out = {"Uss": 0}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             k, _, v = line.partition(":")
             if k in ("Rss", "Pss"):
-                out[k] = int(v.split()[0])  # KiB
+                out[k] = int(v.split()[0])
+            elif k in ("Private_Clean", "Private_Dirty"):
+                out["Uss"] += int(v.split()[0])
     return out
 
 
-def memory_of(master: int, workers: list[int]) -> dict[str, float]:
+def memory_of(master: int, workers: list[int], helpers: Iterable[int] = ()) -> dict[str, float]:
+    """MiB: the master's, the workers' (mean) and the total; ``helpers``: the pool's processes that
+    are neither (e.g. a mold), counted in the total and in ``helpers_pss``."""
     m = smaps(master)
     ws = [smaps(w) for w in workers]
+    hs = [smaps(h) for h in helpers]
     return {
         "master_rss": m["Rss"] / MIB,
         "master_pss": m["Pss"] / MIB,
         "worker_pss": statistics.mean(w["Pss"] for w in ws) / MIB,
         "worker_rss": statistics.mean(w["Rss"] for w in ws) / MIB,
-        "total_pss": (m["Pss"] + sum(w["Pss"] for w in ws)) / MIB,
+        "worker_uss": statistics.mean(w["Uss"] for w in ws) / MIB,
+        "helpers_pss": sum(h["Pss"] for h in hs) / MIB,
+        "total_pss": (m["Pss"] + sum(w["Pss"] for w in ws) + sum(h["Pss"] for h in hs)) / MIB,
         "workers": len(ws),
     }
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting to be accepted on 127.0.0.1:``port``: a listening socket's rx_queue in
+    /proc/net/tcp is its accept queue (sk_ack_backlog)."""
+    want = f"0100007F:{port:04X}"
+    queued = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":  # local address, state LISTEN
+                queued += int(fields[4].split(":")[1], 16)
+    return queued
 
 
 def wait_file_pid(path: Path, timeout: float, not_pid: int = 0) -> int:

@@ -27,6 +27,7 @@ from types import FrameType
 from typing import TypeVar
 
 import figures
+import serving
 from common import (
     APPS,
     REPO,
@@ -69,7 +70,7 @@ from run_report import table, write_doc
 
 T = TypeVar("T")
 BUSY_REDO = 25.0  # % CPU busy with others' work during a figure: --wait-quiet redoes it
-FIGURES = ("respawn", "orphans", "start", "idle")
+FIGURES = ("respawn", "orphans", "start", "idle", "http")
 
 
 # The figures' counts, sizes and windows: flag, type, default, help.
@@ -92,7 +93,7 @@ def ensure_env(
     peers: list[str], install: bool, rev: str, outdir: Path
 ) -> tuple[dict[str, str], Path]:
     """The project venv with gunicorn (and svcengine, editable) in it; the peers' versions, and
-    the byte-compiled snapshot of svcengine/ the svcengine peer runs from."""
+    the byte-compiled snapshot of svcengine/ and examples/ the svcengine peer runs from."""
     ensure_venv(install, [p for p in ("gunicorn", "svcengine") if p in peers])
     info = venv_versions([p for p in peers if p not in RUBY_PEERS])
     if any(p in RUBY_PEERS for p in peers):
@@ -106,13 +107,14 @@ def ensure_env(
         if r.returncode:
             raise SystemExit(f"--svcengine-rev {rev}: {r.stderr.strip()}")
         archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", rev, "svcengine"], capture_output=True, check=True
+            ["git", "-C", str(REPO), "archive", rev, "svcengine", "examples"],
+            capture_output=True,
+            check=True,
         )
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
     else:
-        shutil.copytree(
-            REPO / "svcengine", src / "svcengine", ignore=shutil.ignore_patterns("__pycache__")
-        )
+        for tree in ("svcengine", "examples"):
+            shutil.copytree(REPO / tree, src / tree, ignore=shutil.ignore_patterns("__pycache__"))
     byte_compile(VPY, src, APPS)
     if "svcengine" in peers:
         where = subprocess.run(
@@ -125,7 +127,7 @@ def ensure_env(
         if not where.startswith(str(src)):
             raise SystemExit(f"the snapshot in {src} does not win over {where}")
     if rev:
-        info["commit"] = f"{r.stdout.strip()} (svcengine/ from `git archive {rev}`)"
+        info["commit"] = f"{r.stdout.strip()} (svcengine/, examples/ from `git archive {rev}`)"
     else:
         info["commit"] = (r.stdout.strip() or "no commits yet") + (
             " + uncommitted changes in svcengine/ (working tree)" if svcengine_dirty() else ""
@@ -146,7 +148,7 @@ def parse_args() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     for flag, kind, default, text in NUMBERS:
         ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--quick", action="store_true", help="few samples, short windows: a smoke run")
-    ap.add_argument("--only", default="", help="comma list of figures: respawn,orphans,start,idle")
+    ap.add_argument("--only", default="", help=f"comma list of figures: {','.join(FIGURES)}")
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"), help="report path")
     ap.add_argument("--no-write", action="store_true", help="print only, don't write the report")
     ap.add_argument("--no-install", action="store_true", help="never pip install")
@@ -240,12 +242,20 @@ def run_figures(b: Bench, order: list[Peer], svc_nopds: Svcengine, only: set[str
             res[p.label] = attempt(b, f"orphans {p.label}", figures.orphans, p)
         others = [p.name for p in rest]
         figures.orphan_figures(b, {k: v for k, v in res.items() if v}, others)
+    if "http" in only:  # examples/http_worker.py with defaults, and the peers' hello-world HTTP
+        for p in order:
+            attempt(b, f"http {p.label}", serving.http_pool, p)
+        for n, trials in sizes[1:]:
+            for p in order:
+                attempt(b, f"http start {p.label} x{n}", serving.http_start, p, n, trials)
 
 
 def main() -> int:
     args, ap = parse_args()
     peers, skipped = choose_peers(args, ap.get_default("peers"))
     only = set(filter(None, args.only.split(","))) or set(FIGURES)
+    if unknown := only - set(FIGURES):
+        raise SystemExit(f"--only: unknown {','.join(sorted(unknown))} (known: {FIGURES})")
     if os.geteuid() != 0:
         raise SystemExit("run as root: the proc connector needs CAP_NET_ADMIN")
 

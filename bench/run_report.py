@@ -29,6 +29,13 @@ ORDER = (
     "threads_",
     "wstop_",
     "stop_",
+    "http_mem_worker_uss",
+    "http_mem_worker_pss",
+    "http_mem_master",
+    "http_respawn_serving",
+    "http_respawn_fork",
+    "http_start_",
+    "http_total_pss_",
 )
 
 
@@ -118,6 +125,25 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
         "voluntary+nonvoluntary context switches summed over the master's threads "
         "(/proc/PID/task/*/status), CPU from utime+stime (/proc/PID/stat, clock ticks) and from "
         "schedstat (ns).",
+        "- HTTP example (defaults): svcengine runs `svcengine --name bench --listen "
+        "127.0.0.1:PORT --workers N http_worker:HttpWorker` (examples/ on PYTHONPATH; no config "
+        "file: no preload), the peers their hello-world HTTP apps above on a loopback TCP port. "
+        f"Memory: after {b.args.settle:g} s idle, /proc/PID/smaps_rollup of the master and of "
+        "each worker: USS = Private_Clean + Private_Dirty (what the worker alone holds), PSS; "
+        "a process of the pool that is not a worker (svcengine: not titled `svcengine "
+        "worker[N]`, e.g. a mold) is added to the master's row and to the total. Respawn → "
+        "serving: the oldest worker, once it has served "
+        f"{b.args.min_life:g} s, is SIGKILLed while each other worker is held reading a request "
+        "(the bench opens one connection per worker and sends only a request line, then waits "
+        "for the listen queue, /proc/net/tcp, to be empty); the time is from just before the "
+        "kill to the complete answer to a request sent right after it, which only the "
+        "replacement can take: each answer names its pid (svcengine's body `(pid N)`, the "
+        "peers' X-Pid header), and one from an old worker is an error. Start: exec → the last "
+        "app-ready marker for the peers; examples/http_worker.py sends none, so for svcengine "
+        "exec → READY=1 on the bench's NOTIFY_SOCKET, which its master sends once every "
+        "worker has imported its module and reported ready right before run() (a later, "
+        "never earlier, moment than the marker would be: the idle-worker rows above show the "
+        "gap). Each start ends with one request answered.",
     ]
     if b.notes or b.errors:
         lines += ["", "## Observations from this run", ""]
@@ -145,9 +171,20 @@ def write_doc(b: Bench, path: Path, labels: list[str], env: dict[str, str], t_to
             elif fig == "orphan":
                 desc = ", ".join(f"{s['ms']:.1f}" if s["ms"] is not None else ">cap" for s in xs)
                 lines.append(f"- orphans {peer} (ms): {desc}")
-            elif fig.startswith(("start_", "fork1_", "stop_", "wstop_", "ready1_")):
+            elif fig == "http_respawn":
+                desc = "; ".join(
+                    f"{s['fork_ms'] if s['fork_ms'] is not None else float('nan'):.2f}/"
+                    f"{s['serving_ms']:.2f}"
+                    for s in xs
+                )
+                lines.append(f"- HTTP respawn {peer} (fork/serving ms): {desc}")
+            elif fig == "http_memory":
+                desc = ", ".join(f"{k} {v * 1024:.0f}" for k, v in xs[0].items() if k != "workers")
+                lines.append(f"- HTTP memory {peer} (KiB): {desc}")
+            elif fig.startswith(("start_", "fork1_", "stop_", "wstop_", "ready1_", "http_")):
                 desc = ", ".join(f"{x:.1f}" if x is not None else "—" for x in xs)
-                lines.append(f"- {fig} {peer} (ms): {desc}")
+                unit = "MiB" if fig.startswith("http_total_pss_") else "ms"
+                lines.append(f"- {fig} {peer} ({unit}): {desc}")
     kept = ""  # a hand-written reading of the figures, below KEEP, survives a rewrite
     with contextlib.suppress(OSError):
         old = path.read_text()

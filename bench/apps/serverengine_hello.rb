@@ -21,7 +21,7 @@ end
 
 module HelloWorker
   BODY = "Hello, world!\n".freeze
-  RESPONSE = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: #{BODY.bytesize}\r\n\r\n#{BODY}".freeze
+  HEAD = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: #{BODY.bytesize}\r\n".freeze
 
   def initialize
     @stop_r, @stop_w = IO.pipe
@@ -29,6 +29,7 @@ module HelloWorker
 
   def run
     SvcBenchMarker.emit("ready", worker_id)
+    @response = "#{HEAD}X-Pid: #{Process.pid}\r\n\r\n#{BODY}".freeze # names the worker
     sock = server.listener
     loop do
       ready, = IO.select([sock, @stop_r])
@@ -46,7 +47,7 @@ module HelloWorker
   def serve(conn)
     while (line = conn.gets) && line != "\r\n"
     end
-    conn.write(RESPONSE)
+    conn.write(@response)
   rescue SystemCallError, IOError
     nil
   ensure
