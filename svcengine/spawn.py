@@ -56,7 +56,7 @@ class ForkContext:
 
 def fork_worker(ctx: ForkContext, worker_id: int, beat_index: int) -> tuple[int, int]:
     """Fork a worker; return (pid, read end of its status pipe)."""
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = _linux.pipe()
     if threading.active_count() > 1 and ctx.config.worker_type != "spawn":
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         log.warning(

@@ -25,6 +25,7 @@ from typing import Any
 from . import channel, child
 from .child.boot import boot_error, construct, exit_code, serve
 from .config import Config
+from .unix import linux as _linux
 from .worker import Worker
 
 log = logging.getLogger("svcengine.master")
@@ -50,7 +51,7 @@ class ThreadWorkers:
     def start(self, worker_id: int, beat_index: int) -> tuple[int, int]:
         """Start one thread; return (negative key standing in for a pid, status fd)."""
         key = -next(self._ids)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        status_r, status_w = _linux.pipe()
         os.set_blocking(status_r, False)
         cfg = self.config()
         runtime = child.Runtime(
