@@ -49,8 +49,9 @@ class ThreadWorkers:
         self._ids = itertools.count(1)
 
     def start(self, worker_id: int, beat_index: int) -> tuple[int, int]:
-        """Start one thread; return (negative key standing in for a pid, status fd)."""
-        key = -next(self._ids)
+        """Start one thread; return (its serial, the read end of its status pipe). Its
+        Worker.pid is the process it runs in: the master's."""
+        serial = next(self._ids)
         status_r, status_w = _linux.pipe()
         os.set_blocking(status_r, False)
         cfg = self.config()
@@ -63,12 +64,11 @@ class ThreadWorkers:
             beat=channel.Beat(self.heartbeats.map, beat_index),
             sockets=[s.sock for s in self.sockets],
         )
-        runtime.pid = key
-        self.runtimes[key] = runtime
+        self.runtimes[serial] = runtime
         threading.Thread(
             target=self._main, args=(runtime, cfg), name=f"worker[{worker_id}]", daemon=True
         ).start()
-        return key, status_r
+        return serial, status_r
 
     def _main(self, runtime: child.Runtime, cfg: Config) -> None:
         code = 1
@@ -86,9 +86,9 @@ class ThreadWorkers:
             channel.send(runtime.status_fd, channel.EXITED, str(code))
             os.close(runtime.status_fd)
 
-    def signal(self, key: int, signum: int) -> bool:
+    def signal(self, serial: int, signum: int) -> bool:
         """Carry out what `signum` would mean to a process worker. False: abandoned."""
-        runtime = self.runtimes.get(key)
+        runtime = self.runtimes.get(serial)
         if runtime is None:
             return True
         if signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
@@ -101,9 +101,9 @@ class ThreadWorkers:
             log.error(
                 "worker %d is a thread and cannot be killed; abandoning it", runtime.worker_id
             )
-            self.runtimes.pop(key, None)
+            self.runtimes.pop(serial, None)
             return False
         return True
 
-    def exited(self, key: int) -> None:
-        self.runtimes.pop(key, None)
+    def exited(self, serial: int) -> None:
+        self.runtimes.pop(serial, None)
