@@ -20,13 +20,16 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import channel, child
 from .child.boot import boot_error, construct, exit_code, serve
 from .config import Config
 from .unix import linux as _linux
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .unix.sockets import Listener
 
 log = logging.getLogger("svcengine.master")
 
@@ -37,8 +40,8 @@ class ThreadWorkers:
         config: Callable[[], Config],
         worker_class: type[Worker] | None,
         heartbeats: channel.Heartbeats,
-        sockets: list[Any],
-        after_fork: Callable[[Any], None],
+        sockets: list[Listener],
+        after_fork: Callable[[Worker], object],
     ) -> None:
         self.config = config
         self.worker_class = worker_class

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..threads import ThreadWorkers
     from ..unix.privileges import Identity
     from ..unix.sockets import Listener
+    from ..worker import Worker
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class LaunchHost(Protocol):
 def for_type(worker_type: str, m: LaunchHost) -> Launcher:
     """The launcher of a worker type; the thread code is imported only for its type."""
 
-    def after_fork(worker: object) -> None:
+    def after_fork(worker: Worker) -> None:
         m.server.hooks.call_strict("after_fork", m.server, worker)
 
     if worker_type == "thread":
