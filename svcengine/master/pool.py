@@ -11,7 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .handles import ExitStatus, Key, label
+from .handles import ExitStatus, Key
+from .handles import label as key_label
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -28,7 +29,10 @@ class SlotState(enum.Enum):
 
 def describe_status(status: int) -> str:
     """'killed by SIGKILL' / 'exited with status 3', from a waitpid status."""
-    return str(ExitStatus.from_wait(status))
+    try:
+        return str(ExitStatus.from_wait(status))
+    except ValueError:  # stopped or continued: never reaped as an end
+        return f"changed state ({status:#x})"
 
 
 @dataclass
@@ -56,7 +60,7 @@ class WorkerRecord:
     @property
     def label(self) -> str:
         """`pid 1234` or `thread 3`, for the log."""
-        return label(self.key)
+        return key_label(self.key)
 
     @property
     def alive(self) -> bool:
