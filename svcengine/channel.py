@@ -17,6 +17,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from .unix import linux as _linux
+
 READY = b"ready"
 BOOT_FAILED = b"boot-failed"
 EXITED = b"exited"  # a thread worker's end (a process worker's is its exit status)
@@ -31,7 +33,7 @@ class LifePipe:
 
     @classmethod
     def create(cls) -> LifePipe:
-        r, w = os.pipe2(os.O_CLOEXEC)
+        r, w = _linux.pipe()
         return cls(r, w)
 
     def child_side(self) -> int:
@@ -75,7 +77,7 @@ class Heartbeats:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self.fd = os.memfd_create("svcengine-heartbeats", os.MFD_CLOEXEC)
+        self.fd = _linux.memfd("svcengine-heartbeats")
         os.ftruncate(self.fd, capacity * _CELL.size)
         self.map = mmap.mmap(self.fd, capacity * _CELL.size)
         self._free = list(range(capacity - 1, -1, -1))

@@ -1,10 +1,10 @@
-"""The control socket: every `svcengine ctl` command talks to the master here.
+"""The control socket's server side: every `svcengine ctl` command talks to the master here.
 
-AF_UNIX stream socket, mode 0600, in the service's runtime directory. Each
+AF_UNIX stream socket, mode 0600, in the service's runtime directory (rundir.py). Each
 connection sends one JSON line and gets one JSON line back, which names the
 master's pid. Both sides check the other with SO_PEERCRED: the master answers
-only root and the service's own user; ctl believes only a server whose kernel-
-reported pid is the pid it answers, run by root, by ctl's user or by the owner
+only root and the service's own user; ctl (cli/client.py) believes only a server whose
+kernel-reported pid is the pid it answers, run by root, by ctl's user or by the owner
 of the socket's directory. Connections are non-blocking and served by the
 master's one loop, so a slow or silent client can never stall it (it is
 dropped after a few seconds).
@@ -17,12 +17,10 @@ import logging
 import os
 import selectors
 import socket
-import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .config import check_name
+from .rundir import make_runtime_dir
 from .timers import Timers
 from .unix import linux as _linux
 from .unix import sockets
@@ -36,99 +34,6 @@ ACCEPT_PAUSE = 1.0  # seconds without accept() after it ran out of descriptors o
 # accept() failures that say "not now" (the process or the system is out of something),
 # not "this socket is broken": pause accepting instead of spinning or dying
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
-
-class UnsafeDirectory(PermissionError):
-    """A runtime directory someone else controls: a socket there is not ours to trust."""
-
-
-def runtime_dir(name: str) -> str | None:
-    """Where a service named `name` keeps its control socket.
-
-    Raises ValueError for a name that is not a single safe path component (`../x`, `/x`).
-    """
-    check_name(name)
-    given = os.environ.get("RUNTIME_DIRECTORY")
-    if given:
-        return given.split(":")[0]
-    base = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR")
-    if not base:
-        return None
-    return os.path.join(base, "svcengine", name or "default")
-
-
-def no_runtime_dir(name: str) -> str:
-    """Why runtime_dir(name) found nothing, for an error message."""
-    return (
-        f"no runtime directory for --name {name or 'default'}: XDG_RUNTIME_DIR is not set "
-        "(a non-root user's services keep their sockets there); give --socket or --pid"
-    )
-
-
-def name_candidates(name: str) -> list[str]:
-    """Where a service started with --name may have its control socket: its runtime
-    directory, or next to /run/svcengine/NAME.pid (svcengine-forking@.service gives --pid,
-    and a pidfile puts the socket beside it)."""
-    directory = runtime_dir(name)
-    if directory is None:
-        return []
-    out = [os.path.join(directory, "control.sock")]
-    if name:
-        out.append(os.path.join(os.path.dirname(directory), f"{name}.ctl"))
-    return out
-
-
-def _check_dir(path: str, owners: set[int] | None, parent: bool = False) -> None:
-    """Refuse a directory that is a symlink, owned by someone not in `owners`, or writable
-    by others (a parent may be, with the sticky bit, like /tmp)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"runtime directory {path} is not a directory (a symlink?)")
-    if owners is not None and st.st_uid not in owners:
-        who = " or ".join(f"uid {u}" for u in sorted(owners))
-        raise UnsafeDirectory(
-            f"runtime directory {path} is owned by uid {st.st_uid}, not {who}; refusing it"
-        )
-    if st.st_mode & 0o022 and not (parent and st.st_mode & stat.S_ISVTX):
-        raise UnsafeDirectory(
-            f"runtime directory {path} is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing it"
-        )
-
-
-def make_runtime_dir(directory: str) -> None:
-    """The master's side: create its runtime directory (0700), or accept an existing one
-    only if this user owns it and no one else may write to it or to its parent."""
-    euid = os.geteuid()
-    old = os.umask(0o022)  # a parent we create (/run/svcengine) is 0755 whatever chumask says
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    finally:
-        os.umask(old)
-    _check_dir(os.path.dirname(directory), {0, euid}, parent=True)
-    _check_dir(directory, {euid})
-
-
-def check_runtime_dir(directory: str) -> None:
-    """The client's side (`ctl --name`): only a directory root or we own, that no one
-    else may write to, can hold the socket we are about to trust."""
-    owners = {0, os.geteuid()}
-    _check_dir(os.path.dirname(directory), owners, parent=True)
-    _check_dir(directory, owners)
-
-
-def socket_path(control_socket: str | None, pid_path: str | None, name: str) -> str | None:
-    """The control socket's path: explicit, next to the pidfile, or in the runtime dir."""
-    if control_socket:
-        return control_socket
-    if pid_path:
-        root, ext = os.path.splitext(pid_path)
-        return (root if ext == ".pid" else pid_path) + ".ctl"
-    directory = runtime_dir(name)
-    return os.path.join(directory, "control.sock") if directory else None
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -342,96 +247,3 @@ class ControlServer:
                 os.rmdir(self.made_dir)  # only if empty: a successor's socket keeps it
             except OSError:
                 pass
-
-
-# --- the client side (`svcengine ctl`) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The control socket's server, as the kernel reports it (SO_PEERCRED)."""
-
-    pid: int
-    uid: int
-
-
-class Untrusted(OSError):
-    """The control socket's server is not who it should be: ctl acts on nothing it says."""
-
-
-def service_uids(path: str) -> set[int]:
-    """Who may serve the control socket at path, besides root and ctl's own user: the owner
-    of its directory (the service's user, who made its runtime directory). Not the socket
-    file's owner: whoever serves a planted socket owns it."""
-    try:
-        return {os.stat(os.path.dirname(path) or ".").st_uid}
-    except OSError:
-        return set()
-
-
-def check_server(path: str, peer: Peer, service: set[int]) -> None:
-    """Raise Untrusted unless the server runs as root, as us, or as the service's user."""
-    if peer.pid <= 0:
-        raise Untrusted(f"cannot tell who serves the control socket at {path}: refusing")
-    if peer.uid not in {0, os.geteuid(), *service}:
-        raise Untrusted(
-            f"the control socket at {path} is served by uid {peer.uid} (pid {peer.pid}), "
-            "not by root, you or the owner of its directory: refusing"
-        )
-
-
-def trusted_pid(path: str, peer: Peer, answered: object, service: set[int]) -> int:
-    """The master's pid: the server's own, as the kernel reports it. An answer naming any
-    other pid (say -1, which kill() would read as "every process") is refused."""
-    check_server(path, peer, service)
-    if answered is None:
-        return peer.pid  # an older master's answer without a pid: the kernel's word alone
-    if type(answered) is not int or answered != peer.pid:
-        raise Untrusted(
-            f"the control socket at {path} is served by pid {peer.pid}, "
-            f"which answered pid {answered!r}: refusing"
-        )
-    return peer.pid
-
-
-def ask(
-    path: str,
-    payload: dict[str, Any],
-    timeout: float = 10.0,
-    check: Callable[[Peer], None] | None = None,
-) -> tuple[dict[str, Any], Peer]:
-    """One request, one response, and who answered. `check` sees the server before
-    anything is sent to it, and may raise to send nothing."""
-    import json
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        pid, uid, _ = _linux.peer_credentials(s)
-        peer = Peer(pid, uid)
-        if check is not None:
-            check(peer)
-        try:
-            s.sendall(json.dumps(payload).encode() + b"\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # a refused uid is answered and closed at once: its answer is there to read
-        chunks = []
-        while True:
-            try:
-                data = s.recv(65536)
-            except ConnectionResetError:  # closed with our request unread, after its answer
-                break
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n"):
-                break
-    reply = json.loads(b"".join(chunks) or b"{}")
-    if not isinstance(reply, dict):
-        raise ValueError(f"the control socket at {path} answered {reply!r}")
-    return reply, peer
-
-
-def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """One request, one response, no identity check (tests and tools that made the socket)."""
-    return ask(path, payload, timeout)[0]

@@ -13,6 +13,8 @@ import os
 import signal
 from collections.abc import Iterable
 
+from .unix import linux as _linux
+
 
 class Command(enum.Enum):
     GRACEFUL_STOP = "graceful stop"
@@ -112,7 +114,7 @@ class SignalPipe:
 
     def __init__(self, signums: Iterable[int]) -> None:
         self.signums = sorted(set(signums))
-        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.rfd, self.wfd = _linux.pipe(os.O_NONBLOCK | os.O_CLOEXEC)
         self._old_fd = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
         for signum in self.signums:
             signal.signal(signum, _noop)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import config as configmod
 from . import control as controlmod
-from . import errors, spawn
+from . import errors, rundir, spawn
 from .errors import StartError
 from .hooks import Hooks
 from .unix import log as logsetup
@@ -43,7 +43,7 @@ def open_control(
     request: Callable[[dict[str, Any]], dict[str, Any]],
     upgrading_from: int | None,
 ) -> controlmod.ControlServer | None:
-    path = controlmod.socket_path(cfg.control_socket, cfg.pid_path, cfg.name)
+    path = rundir.socket_path(cfg.control_socket, cfg.pid_path, cfg.name)
     if path is None:
         return None
     identity = Identity.resolve(cfg.chuser, cfg.chgroup)
@@ -57,7 +57,7 @@ def open_control(
             # no socket named and no pidfile: the socket lives in /run/svcengine/NAME
             runtime_dir=not cfg.control_socket and not cfg.pid_path,
         )
-    except controlmod.UnsafeDirectory as exc:
+    except rundir.UnsafeDirectory as exc:
         if upgrading_from is None:
             raise  # at start: refuse to start, in one line
         log.error("no control socket: %s", exc)  # an upgrade: serve on without one

@@ -20,12 +20,16 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import channel, child
 from .child.boot import boot_error, construct, exit_code, serve
 from .config import Config
+from .unix import linux as _linux
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .unix.sockets import Listener
 
 log = logging.getLogger("svcengine.master")
 
@@ -36,8 +40,8 @@ class ThreadWorkers:
         config: Callable[[], Config],
         worker_class: type[Worker] | None,
         heartbeats: channel.Heartbeats,
-        sockets: list[Any],
-        after_fork: Callable[[Any], None],
+        sockets: list[Listener],
+        after_fork: Callable[[Worker], object],
     ) -> None:
         self.config = config
         self.worker_class = worker_class
@@ -48,9 +52,10 @@ class ThreadWorkers:
         self._ids = itertools.count(1)
 
     def start(self, worker_id: int, beat_index: int) -> tuple[int, int]:
-        """Start one thread; return (negative key standing in for a pid, status fd)."""
-        key = -next(self._ids)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        """Start one thread; return (its serial, the read end of its status pipe). Its
+        Worker.pid is the process it runs in: the master's."""
+        serial = next(self._ids)
+        status_r, status_w = _linux.pipe()
         os.set_blocking(status_r, False)
         cfg = self.config()
         runtime = child.Runtime(
@@ -62,12 +67,11 @@ class ThreadWorkers:
             beat=channel.Beat(self.heartbeats.map, beat_index),
             sockets=[s.sock for s in self.sockets],
         )
-        runtime.pid = key
-        self.runtimes[key] = runtime
+        self.runtimes[serial] = runtime
         threading.Thread(
             target=self._main, args=(runtime, cfg), name=f"worker[{worker_id}]", daemon=True
         ).start()
-        return key, status_r
+        return serial, status_r
 
     def _main(self, runtime: child.Runtime, cfg: Config) -> None:
         code = 1
@@ -85,9 +89,9 @@ class ThreadWorkers:
             channel.send(runtime.status_fd, channel.EXITED, str(code))
             os.close(runtime.status_fd)
 
-    def signal(self, key: int, signum: int) -> bool:
+    def signal(self, serial: int, signum: int) -> bool:
         """Carry out what `signum` would mean to a process worker. False: abandoned."""
-        runtime = self.runtimes.get(key)
+        runtime = self.runtimes.get(serial)
         if runtime is None:
             return True
         if signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
@@ -100,9 +104,9 @@ class ThreadWorkers:
             log.error(
                 "worker %d is a thread and cannot be killed; abandoning it", runtime.worker_id
             )
-            self.runtimes.pop(key, None)
+            self.runtimes.pop(serial, None)
             return False
         return True
 
-    def exited(self, key: int) -> None:
-        self.runtimes.pop(key, None)
+    def exited(self, serial: int) -> None:
+        self.runtimes.pop(serial, None)

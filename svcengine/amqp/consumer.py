@@ -12,53 +12,22 @@ acked on the new one: the broker redelivers it (at least once, never lost).
 from __future__ import annotations
 
 import collections
-import copy
 import logging
 import queue
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..worker import Worker
 from . import settings as settingsmod
+from .message import Job, Message, describe, retry_or_dead_letter
+
+__all__ = ["Consumer", "Message"]
 
 if TYPE_CHECKING:
     import pika
     import pika.adapters.blocking_connection
-
-RETRIES_HEADER = "x-svcengine-retries"
-
-
-@dataclass
-class Message:
-    """One delivery as handle() sees it."""
-
-    body: bytes
-    properties: Any  # pika.BasicProperties
-    routing_key: str
-    exchange: str
-    redelivered: bool
-    delivery_tag: int
-    headers: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def message_id(self) -> str | None:
-        return getattr(self.properties, "message_id", None)
-
-    @property
-    def retries(self) -> int:
-        """How many times handle() already raised for this message."""
-        n = self.headers.get(RETRIES_HEADER, 0)
-        return n if isinstance(n, int) else 0
-
-
-@dataclass
-class _Job:
-    session: int
-    message: Message
-    error: BaseException | None = None
 
 
 class Consumer(Worker):
@@ -74,8 +43,8 @@ class Consumer(Worker):
         self._session_live = False
         self._channel: Any = None  # the I/O thread's, like _unsettled
         self._unsettled: set[int] = set()  # delivery tags of this session not yet settled
-        self._jobs: queue.Queue[_Job] = queue.Queue()
-        self._done: collections.deque[_Job] = collections.deque()  # handled, to settle
+        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._done: collections.deque[Job] = collections.deque()  # handled, to settle
         self._done_lock = threading.Lock()
 
     def handle(self, message: Message) -> None:
@@ -112,7 +81,7 @@ class Consumer(Worker):
                 self.logger.warning(
                     "broker %s: %s; reconnecting in %.1fs",
                     self.settings.safe_url,
-                    _describe(exc),
+                    describe(exc),
                     delay,
                 )
                 backoff = min(backoff * 2, self.settings.reconnect_backoff_max)
@@ -171,7 +140,7 @@ class Consumer(Worker):
                 try:
                     conn.close()
                 except Exception as exc:  # closing a connection that is going anyway
-                    self.logger.debug("closing the connection: %s", _describe(exc))
+                    self.logger.debug("closing the connection: %s", describe(exc))
 
     def _drain(self, conn: pika.BlockingConnection, channel: Any, tag: str) -> None:
         """Graceful stop: no new deliveries, unstarted ones back, the ones in hand acked."""
@@ -202,9 +171,9 @@ class Consumer(Worker):
             headers=headers,
         )
         self._unsettled.add(method.delivery_tag)
-        self._jobs.put(_Job(session, msg))
+        self._jobs.put(Job(session, msg))
 
-    def _settle(self, job: _Job) -> None:
+    def _settle(self, job: Job) -> None:
         """In the I/O thread: ack, or apply the failure policy; only on the message's channel."""
         tag = job.message.delivery_tag
         if job.session != self._session or not self._session_live:
@@ -215,7 +184,7 @@ class Consumer(Worker):
             if job.error is None:
                 channel.basic_ack(tag)
             else:
-                _retry_or_dead_letter(channel, job, self.settings, self.logger)
+                retry_or_dead_letter(channel, job, self.settings, self.logger)
         finally:
             self._unsettled.discard(tag)
 
@@ -265,45 +234,3 @@ class Consumer(Worker):
                     return
                 job = self._done.popleft()
             self._settle(job)
-
-
-def _retry_or_dead_letter(
-    channel: Any, job: _Job, s: settingsmod.Settings, logger: logging.Logger
-) -> None:
-    """Re-publish with the retry counter up (confirmed, then ack); past the limit, nack."""
-    msg = job.message
-    what = f"message {msg.message_id or msg.delivery_tag}"
-    if msg.retries < s.retry_limit:
-        props = copy.copy(msg.properties)  # the same message, one retry more
-        props.headers = dict(msg.headers, **{RETRIES_HEADER: msg.retries + 1})
-        props.delivery_mode = props.delivery_mode or 2
-        # confirmed and routed (mandatory), or it raises and the original is not acked
-        channel.basic_publish("", s.queue, msg.body, props, mandatory=True)
-        channel.basic_ack(msg.delivery_tag)
-        logger.warning(
-            "%s: handle() raised %s; retry %d of %d",
-            what,
-            _describe(job.error),
-            msg.retries + 1,
-            s.retry_limit,
-        )
-        return
-    channel.basic_nack(msg.delivery_tag, requeue=False)
-    where = (
-        f"dead-lettered to exchange {s.dead_letter_exchange!r}"
-        if s.dead_letter_exchange is not None
-        else "dead-lettered by the queue's policy, if any (else dropped by the broker)"
-    )
-    logger.error(
-        "%s: handle() raised %s after %d retries; %s",
-        what,
-        _describe(job.error),
-        s.retry_limit,
-        where,
-        exc_info=job.error,
-    )
-
-
-def _describe(exc: BaseException | None) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from .. import channel
 from ..config import Config
+from ..unix import linux as _linux
 from ..unix import log as logsetup
 
 log = logging.getLogger("svcengine.worker")
@@ -75,8 +76,8 @@ class Runtime:
         self.beat = beat
         self.sockets = sockets
         self.stopping = False
-        self.stop_fd, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._sig_r, self._sig_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.stop_fd, self._stop_w = _linux.pipe()
+        self._sig_r, self._sig_w = _linux.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
         self._is_ready = False
         self._ready_hook = on_ready
         self._on_stop: Callable[[], None] = lambda: None

@@ -20,10 +20,12 @@ import sys
 import time
 from typing import Any
 
-from .. import control, errors
+from .. import errors
 from ..config import check_name
 from ..unix import linux as _linux
 from ..unix import pidfile
+from . import client
+from .client import NotAnswering
 
 # a command's signal under the default signal_map: used only when no control socket answers
 FALLBACK = {
@@ -41,14 +43,6 @@ HELP = {
     "reopen-logs": "reopen the log file, in the master and every worker",
     "pause": "stop every worker, keep the master (reload starts them again)",
 }
-
-
-class NotAnswering(OSError):
-    """No control socket answers (none there, or a stale file): the fallback's cue."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        super().__init__(f"not running (nothing answers at {where})")
 
 
 def _seconds(text: str) -> float:
@@ -88,19 +82,6 @@ def _fail(message: str, code: int = errors.EX_UNAVAILABLE) -> int:
     return code
 
 
-def _socket_paths(args: argparse.Namespace) -> list[str]:
-    if args.socket:
-        return [args.socket]
-    if args.pid_path:
-        return [str(control.socket_path(None, args.pid_path, ""))]
-    paths = control.name_candidates(args.name or "")
-    if not paths:
-        raise OSError(control.no_runtime_dir(args.name or ""))
-    for path in paths:
-        control.check_runtime_dir(os.path.dirname(path))  # raises UnsafeDirectory
-    return paths
-
-
 def _locked_pid(args: argparse.Namespace) -> int | None:
     """The pid holding --pid's lock (None without --pid or when nobody holds it)."""
     return pidfile.holder(args.pid_path) if args.pid_path else None
@@ -108,27 +89,8 @@ def _locked_pid(args: argparse.Namespace) -> int | None:
 
 def _ask_master(args: argparse.Namespace, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Ask the master; return its answer and its pid, proven by the kernel."""
-    paths = _socket_paths(args)
-    path = next((p for p in paths if os.path.exists(p)), paths[0])
-    locked = _locked_pid(args)  # a rewritten pidfile stops us before anything is sent
-    service = control.service_uids(path)
-
-    def check(peer: control.Peer) -> None:
-        control.check_server(path, peer, service)
-        if locked is not None and peer.pid != locked:
-            raise control.Untrusted(
-                f"the control socket at {path} is served by pid {peer.pid}, but "
-                f"{args.pid_path} is locked by pid {locked}: refusing"
-            )
-
-    try:
-        reply, peer = control.ask(path, payload, check=check)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise NotAnswering(" or ".join(paths)) from None
-    error = str(reply.get("error") or "")
-    if not reply.get("ok") and "not allowed" in error:
-        raise PermissionError(error)  # the master's answer to a uid it does not serve
-    return reply, control.trusted_pid(path, peer, reply.get("pid"), service)
+    paths = client.socket_paths(args.socket, args.pid_path, args.name)
+    return client.ask_master(paths, args.pid_path, payload)
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:

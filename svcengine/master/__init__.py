@@ -25,6 +25,7 @@ from ..unix.privileges import Identity
 from ..unix.systemd import Notifier, watchdog_interval
 from . import commands, mold, requests
 from .changes import Changes
+from .handles import ExitStatus
 from .health import Health
 from .host import Server
 from .launchers import Launcher
@@ -250,7 +251,7 @@ class Master:
             if self.upgrader is not None and self.upgrader.owns(pid):
                 self.upgrader.child_exited(status)
             else:
-                self.workers.reaped(pid, status)
+                self.workers.reaped(pid, ExitStatus.from_wait(status))
 
     def begin_stop(self, quick: bool) -> None:  # upgrade.py and the hand-over call it
         self.lifecycle.begin_stop(quick)

@@ -108,14 +108,14 @@ class Health:
             return
         for w, silent in silent_workers(m.pool, m.workers.last_beat, timeout, m.clock()):
             log.error(
-                "worker %d (pid %d) hung: no heartbeat for %.1fs; dumping its stacks, killing it",
+                "worker %d (%s) hung: no heartbeat for %.1fs; dumping its stacks, killing it",
                 w.worker_id,
-                w.pid,
+                w.label,
                 silent,
             )
-            m.workers.kill(w.pid, DUMP_SIGNAL)
-            w.state = SlotState.STARTING  # no longer READY: not checked again, not counted
-            m.loop.timers.after(HUNG_KILL_AFTER, partial(m.workers.kill, w.pid, signal.SIGKILL))
+            w.state = SlotState.HUNG  # not READY: not checked again, not counted as serving
+            m.workers.kill(w.key, DUMP_SIGNAL)
+            m.loop.timers.after(HUNG_KILL_AFTER, partial(m.workers.kill, w.key, signal.SIGKILL))
 
     def healthy(self) -> tuple[bool, str]:
         """The watchdog's question; assess() says what it means."""

@@ -1,10 +1,10 @@
 """How a worker is started and signalled, one launcher per worker type.
 
 The reconciler (workers.py) never asks which type it runs: it asks its
-launcher to start a worker (a key and the read end of its status pipe come
-back), to signal one, and what an `exited` line on a status pipe means. A
-process worker's exit comes from waitpid() (SIGCHLD); a thread worker's from
-that `exited N` line, turned into a wait status here and nowhere else.
+launcher to start a worker (a typed key and the read end of its status pipe
+come back: a pid, or a ThreadKey), to signal one, and what an `exited` line on
+a status pipe means. A process worker's exit comes from waitpid() (SIGCHLD); a
+thread worker's from that `exited N` line, turned into an ExitStatus here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import spawn
+from .handles import ExitStatus, Key, ThreadKey, pid_of
 
 if TYPE_CHECKING:
     from ..channel import Heartbeats, LifePipe
@@ -23,14 +24,15 @@ if TYPE_CHECKING:
     from ..threads import ThreadWorkers
     from ..unix.privileges import Identity
     from ..unix.sockets import Listener
+    from ..worker import Worker
 
 
 @dataclass(frozen=True)
 class Started:
-    """A started worker: the key the master knows it by (a process's pid) and the read
-    end of its status pipe."""
+    """A started worker: the key the master knows it by (a process's pid, a thread's
+    ThreadKey) and the read end of its status pipe."""
 
-    key: int
+    key: Key
     status_fd: int
 
 
@@ -42,23 +44,23 @@ class Launcher(Protocol):
 
     def start(self, worker_id: int, beat_index: int) -> Started: ...
 
-    def signal(self, key: int, signum: int) -> bool:
+    def signal(self, key: Key, signum: int) -> bool:
         """Deliver what `signum` means to the worker; False: it is abandoned (gone)."""
         ...
 
-    def kill_group(self, key: int, signum: int) -> bool:
+    def kill_group(self, key: Key, signum: int) -> bool:
         """Signal whatever the worker started (its process group); False if none."""
         ...
 
-    def exit_line(self, key: int, text: str) -> int | None:
-        """An `exited N` status line -> a wait status, or None where waitpid() tells."""
+    def exit_line(self, key: Key, text: str) -> ExitStatus | None:
+        """An `exited N` status line -> how it ended, or None where waitpid() tells."""
         ...
 
     def fds(self) -> list[int]:
         """The launcher's own descriptors: closed in every child of the master."""
         ...
 
-    def reaped(self, pid: int, status: int) -> bool:
+    def reaped(self, pid: int, status: ExitStatus) -> bool:
         """True if the reaped child was the launcher's own (a mold), not a worker."""
         ...
 
@@ -83,7 +85,7 @@ class DirectLauncher:
     def fds(self) -> list[int]:
         return []
 
-    def reaped(self, pid: int, status: int) -> bool:
+    def reaped(self, pid: int, status: ExitStatus) -> bool:
         return False
 
     def begin_generation(self) -> None:
@@ -112,17 +114,17 @@ class ProcessLauncher(DirectLauncher):
         pid, status_fd = spawn.fork_worker(self.context(), worker_id, beat_index)
         return Started(pid, status_fd)
 
-    def signal(self, key: int, signum: int) -> bool:
+    def signal(self, key: Key, signum: int) -> bool:
         try:
-            os.kill(key, signum)
+            os.kill(pid_of(key), signum)
         except ProcessLookupError:
             pass
         return True
 
-    def kill_group(self, key: int, signum: int) -> bool:
-        return spawn.kill_group(key, signum)
+    def kill_group(self, key: Key, signum: int) -> bool:
+        return spawn.kill_group(pid_of(key), signum)
 
-    def exit_line(self, key: int, text: str) -> int | None:
+    def exit_line(self, key: Key, text: str) -> ExitStatus | None:
         return None  # a process's exit is reaped, never believed from its pipe
 
 
@@ -133,19 +135,24 @@ class ThreadLauncher(DirectLauncher):
         self.threads = threads
 
     def start(self, worker_id: int, beat_index: int) -> Started:
-        key, status_fd = self.threads.start(worker_id, beat_index)
-        return Started(key, status_fd)
+        serial, status_fd = self.threads.start(worker_id, beat_index)
+        return Started(ThreadKey(serial), status_fd)
 
-    def signal(self, key: int, signum: int) -> bool:
-        return self.threads.signal(key, signum)
+    def signal(self, key: Key, signum: int) -> bool:
+        return self.threads.signal(_serial(key), signum)
 
-    def kill_group(self, key: int, signum: int) -> bool:
+    def kill_group(self, key: Key, signum: int) -> bool:
         return False  # its children are the master's own
 
-    def exit_line(self, key: int, text: str) -> int | None:
-        self.threads.exited(key)
-        code = int(text) if text.lstrip("-").isdigit() else 1
-        return (code & 0xFF) << 8  # as waitpid() reports exit(code)
+    def exit_line(self, key: Key, text: str) -> ExitStatus | None:
+        self.threads.exited(_serial(key))
+        return ExitStatus.from_line(text)
+
+
+def _serial(key: Key) -> int:
+    if not isinstance(key, ThreadKey):
+        raise TypeError(f"pid {key} is not a thread worker")
+    return key.serial
 
 
 class Pipes(Protocol):
@@ -181,7 +188,7 @@ class LaunchHost(Protocol):
 def fork_context(m: LaunchHost) -> Callable[[], spawn.ForkContext]:
     """What a forked child needs from the master, read afresh at each fork."""
 
-    def after_fork(worker: object) -> None:
+    def after_fork(worker: Worker) -> None:
         m.server.hooks.call_strict("after_fork", m.server, worker)
 
     def after_mold_ready() -> None:

@@ -198,7 +198,7 @@ class Lifecycle:
             if quick and not self.stopper.quick:
                 log.info("quick stop requested during graceful stop")
                 for w, signum in self.stopper.escalate(h.pool.workers(), h.clock()):
-                    h.workers.kill(w.pid, signum)
+                    h.workers.kill(w.key, signum)
                 self._arm_stopper()
             return
         if h.upgrader is not None:
@@ -215,7 +215,7 @@ class Lifecycle:
             quick=quick, timeout=timeout, quick_timeout=cfg.worker_immediate_kill_timeout
         )
         for w in self.stopper.start(h.pool.workers(), h.clock()):
-            h.workers.kill(w.pid, self.stopper.signal_for(w))
+            h.workers.kill(w.key, self.stopper.signal_for(w))
         self._arm_stopper()
         self.check_stopped()
 
@@ -230,18 +230,18 @@ class Lifecycle:
         assert self.stopper is not None
         for w, signum in self.stopper.tick(h.pool.workers(), h.clock()):
             log.warning(
-                "worker %d (pid %d) did not stop in time; sending %s",
+                "worker %d (%s) did not stop in time; sending %s",
                 w.worker_id,
-                w.pid,
+                w.label,
                 signal.Signals(signum).name,
             )
-            if not h.workers.kill_group(w.pid, signum):  # worker and its group
-                h.workers.kill(w.pid, signum)
+            if not h.workers.kill_group(w.key, signum):  # worker and its group
+                h.workers.kill(w.key, signum)
         self._arm_stopper()
 
     def check_stopped(self) -> None:
         h = self.host
-        if self.phase is Phase.STOPPING and not h.pool.by_pid and h.exit_code is None:
+        if self.phase is Phase.STOPPING and not h.pool.by_key and h.exit_code is None:
             if h.upgrader is not None and h.upgrader.holds_exit:
                 return  # the new master it started is still stopping
             log.info("all workers stopped; master exits %d", self.final_code)

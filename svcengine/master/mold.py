@@ -28,9 +28,9 @@ from ..child import mold as child_mold
 from ..timers import Timer
 from ..unix import linux as _linux
 from ..worker import Worker
-from .launchers import Launcher, LaunchHost, Started, for_type, fork_context
+from .handles import ExitStatus
+from .launchers import Launcher, LaunchHost, ProcessLauncher, Started, for_type, fork_context
 from .loop import Loop
-from .pool import describe_status
 
 log = logging.getLogger("svcengine.master")
 
@@ -68,8 +68,8 @@ def launcher_for(m: MoldHost) -> Launcher:
     return for_type(cfg.worker_type, m)
 
 
-class MoldLauncher:
-    """A Launcher (launchers.py) for `process` workers forked by a mold."""
+class MoldLauncher(ProcessLauncher):
+    """A Launcher for `process` workers forked by a mold (signalled as any process)."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class MoldLauncher:
         clock: Callable[[], float],
         on_ready: Callable[[], None],
     ) -> None:
-        self.context = context
+        super().__init__(context)
         self.loop = loop
         self.clock = clock
         self.on_ready = on_ready  # the reconciler's maintain(): a mold can fork now
@@ -113,24 +113,11 @@ class MoldLauncher:
         os.set_blocking(status_r, False)
         return Started(int(answer[4:]), status_r)
 
-    def signal(self, key: int, signum: int) -> bool:
-        try:
-            os.kill(key, signum)
-        except ProcessLookupError:
-            pass
-        return True
-
-    def kill_group(self, key: int, signum: int) -> bool:
-        return spawn.kill_group(key, signum)
-
-    def exit_line(self, key: int, text: str) -> int | None:
-        return None  # a worker's exit is reaped, never believed from its pipe
-
     def fds(self) -> list[int]:
         """Our ends of the molds' sockets: the master's alone, closed in every child."""
         return [m.sock.fileno() for m in (self.current, self.previous) if m is not None]
 
-    def reaped(self, pid: int, status: int) -> bool:
+    def reaped(self, pid: int, status: ExitStatus) -> bool:
         """True if `pid` was a mold (ours to replace), not a worker."""
         for m in (self.current, self.previous):
             if m is not None and m.pid == pid:
@@ -140,7 +127,7 @@ class MoldLauncher:
                     return True
                 self.current = None
                 lived = self.clock() - m.born
-                cause = describe_status(status)
+                cause = str(status)
                 if self._closed:
                     return True
                 log.warning("mold gen %d (pid %d) %s; making a new one", m.generation, pid, cause)

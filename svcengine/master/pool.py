@@ -8,10 +8,11 @@ Keeping this free of fork and time makes it testable with a fake clock.
 from __future__ import annotations
 
 import enum
-import os
-import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from .handles import ExitStatus, Key
+from .handles import label as key_label
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -21,41 +22,45 @@ class SlotState(enum.Enum):
     EMPTY = "empty"  # no process; may be waiting out a restart backoff
     STARTING = "starting"  # forked, not yet ready
     READY = "ready"
+    HUNG = "hung"  # was ready, sent no heartbeat in time: its stacks dumped, being killed
     STOPPING = "stopping"  # asked to stop; waiting for it to exit
     RETIRED = "retired"  # exited with an unrecoverable code; never restarted
 
 
 def describe_status(status: int) -> str:
     """'killed by SIGKILL' / 'exited with status 3', from a waitpid status."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        core = " (core dumped)" if os.WCOREDUMP(status) else ""
-        return f"killed by {name}{core}"
-    if os.WIFEXITED(status):
-        return f"exited with status {os.WEXITSTATUS(status)}"
-    return f"changed state ({status:#x})"
+    try:
+        return str(ExitStatus.from_wait(status))
+    except ValueError:  # stopped or continued: never reaped as an end
+        return f"changed state ({status:#x})"
 
 
 @dataclass
 class WorkerRecord:
     """One running (or once running) worker, as the master sees it: not the user's
-    svcengine.Worker (the code that runs in it), but the master's handle on it."""
+    svcengine.Worker (the code that runs in it), but the master's handle on it. `key` is
+    how the master knows it; `pid` is None for a thread worker (no process of its own)."""
 
     worker_id: int
-    pid: int
+    key: Key
     generation: int
     started_at: float
     ready_at: float | None = None
     stop_sent_at: float | None = None
     state: SlotState = SlotState.STARTING
     boot_error: str | None = None
-    exit_status: int | None = None
+    exit_status: ExitStatus | None = None
     superseded: bool = False  # replaced by a reload; stopped once its successor is ready
     beat_index: int = -1
+
+    @property
+    def pid(self) -> int | None:
+        return self.key if isinstance(self.key, int) else None
+
+    @property
+    def label(self) -> str:
+        """`pid 1234` or `thread 3`, for the log."""
+        return key_label(self.key)
 
     @property
     def alive(self) -> bool:
@@ -107,7 +112,7 @@ class Pool:
     backoff: Backoff = field(default_factory=Backoff)
     unrecoverable: frozenset[int] = frozenset()
     slots: dict[int, Slot] = field(default_factory=dict)
-    by_pid: dict[int, WorkerRecord] = field(default_factory=dict)
+    by_key: dict[Key, WorkerRecord] = field(default_factory=dict)
     generation: int = 0
     total_restarts: int = 0
 
@@ -156,10 +161,10 @@ class Pool:
         ]
         return min(waits) if waits else None
 
-    def spawned(self, worker_id: int, pid: int, now: float) -> WorkerRecord:
-        w = WorkerRecord(worker_id, pid, self.generation, now)
+    def spawned(self, worker_id: int, key: Key, now: float) -> WorkerRecord:
+        w = WorkerRecord(worker_id, key, self.generation, now)
         self.slots[worker_id].current = w
-        self.by_pid[pid] = w
+        self.by_key[key] = w
         return w
 
     def spawn_failed(self, worker_id: int, now: float) -> float:
@@ -205,23 +210,23 @@ class Pool:
     def superseded(self, worker_id: int | None = None) -> list[WorkerRecord]:
         return [
             w
-            for w in self.by_pid.values()
+            for w in self.by_key.values()
             if w.superseded
             and w.state is not SlotState.STOPPING
             and (worker_id is None or w.worker_id == worker_id)
         ]
 
-    def ready(self, pid: int, now: float) -> WorkerRecord | None:
-        w = self.by_pid.get(pid)
+    def ready(self, key: Key, now: float) -> WorkerRecord | None:
+        w = self.by_key.get(key)
         if w is None or w.state is not SlotState.STARTING:
             return None
         w.state = SlotState.READY
         w.ready_at = now
         return w
 
-    def exited(self, pid: int, status: int, now: float) -> WorkerRecord | None:
+    def exited(self, key: Key, status: ExitStatus, now: float) -> WorkerRecord | None:
         """Record an exit; decide restart delay or retirement for its slot."""
-        w = self.by_pid.pop(pid, None)
+        w = self.by_key.pop(key, None)
         if w is None:
             return None
         w.exit_status = status
@@ -229,13 +234,13 @@ class Pool:
         if slot is None or slot.current is not w:
             return w  # an old-generation worker being replaced
         slot.current = None
-        slot.last_exit = describe_status(status)
+        slot.last_exit = str(status)
         if w.worker_id >= self.target:
             del self.slots[w.worker_id]
             return w
         if w.state is SlotState.STOPPING:
             return w  # asked to stop; restarts follow whatever the master wants
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        code = status.code
         if code is not None and code in self.unrecoverable:
             slot.retired_code = code
             return w
@@ -250,13 +255,13 @@ class Pool:
         return w
 
     def workers(self) -> list[WorkerRecord]:
-        return list(self.by_pid.values())
+        return list(self.by_key.values())
 
     def current(self) -> list[WorkerRecord]:
         return [s.current for s in self.slots.values() if s.current is not None]
 
     def count(self, state: SlotState) -> int:
-        return sum(1 for w in self.by_pid.values() if w.state is state)
+        return sum(1 for w in self.by_key.values() if w.state is state)
 
     def ready_count(self) -> int:
         return sum(

@@ -56,7 +56,7 @@ def snapshot(master: StatusView, now: float | None = None) -> dict[str, Any]:
                 "uptime": round(now - w.started_at, 3) if w else None,
                 "restarts": slot.restarts,
                 "last_exit": slot.last_exit,
-                "rss": _linux.rss_bytes(w.pid) if w and w.pid > 0 else None,
+                "rss": _linux.rss_bytes(w.pid) if w and w.pid is not None else None,
             }
         )
     for w in pool.superseded():
@@ -68,7 +68,7 @@ def snapshot(master: StatusView, now: float | None = None) -> dict[str, Any]:
                 "uptime": round(now - w.started_at, 3),
                 "restarts": None,
                 "last_exit": None,
-                "rss": _linux.rss_bytes(w.pid) if w.pid > 0 else None,
+                "rss": _linux.rss_bytes(w.pid) if w.pid is not None else None,
             }
         )
     return {

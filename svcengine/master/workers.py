@@ -1,5 +1,5 @@
 """The reconciler: keep the pool at its target through a launcher, and turn what
-workers say (status lines) and how they end (wait statuses) into pool records.
+workers say (status lines) and how they end (ExitStatus) into pool records.
 
 It decides nothing about the master's phase: ready, boot failures and exits go
 on to the lifecycle (WorkerEvents), which decides what they mean.
@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import channel
 from ..timers import Timer
+from .handles import ExitStatus, Key, label
 from .launchers import Launcher
 from .phase import Phase
-from .pool import Pool, SlotState, WorkerRecord, describe_status
+from .pool import Pool, SlotState, WorkerRecord
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -57,7 +58,7 @@ class Workers:
         self.launcher: Launcher | None = None  # set by the master before the first spawn
         self.life: channel.LifePipe | None = None
         self.heartbeats: channel.Heartbeats | None = None
-        self._status_fds: dict[int, tuple[int, bytearray]] = {}  # key -> (fd, partial line)
+        self._status_fds: dict[Key, tuple[int, bytearray]] = {}  # key -> (fd, partial line)
         self._maintain_timer: Timer | None = None
         self._next_spawn_at = 0.0
 
@@ -83,7 +84,7 @@ class Workers:
         own = self.launcher.fds() if self.launcher is not None else []
         return [fd for fd, _ in self._status_fds.values()] + own
 
-    def reaped(self, pid: int, status: int) -> None:
+    def reaped(self, pid: int, status: ExitStatus) -> None:
         """A child of the master ended: the launcher's own (a mold) or a worker."""
         if self.launcher is None or not self.launcher.reaped(pid, status):
             self.on_exit(pid, status)
@@ -145,31 +146,31 @@ class Workers:
         w.beat_index = beat
         self._status_fds[key] = (started.status_fd, bytearray())
         host.loop.register(started.status_fd, lambda _fd: self.on_status(key))
-        log.debug("worker %d started (pid %d)", worker_id, key)
+        log.debug("worker %d started (%s)", worker_id, w.label)
         self.events.update_status()
         return w
 
     def stop(self, w: WorkerRecord, signum: int) -> None:
         w.state = SlotState.STOPPING
         w.stop_sent_at = self.host.clock()
-        self.kill(w.pid, signum)
+        self.kill(w.key, signum)
 
-    def kill(self, key: int, signum: int) -> None:
+    def kill(self, key: Key, signum: int) -> None:
         assert self.launcher is not None
         if not self.launcher.signal(key, signum):  # abandoned (a thread cannot be killed)
             self._drop_status_fd(key)
-            self.on_exit(key, signal.SIGKILL)  # counted as killed
+            self.on_exit(key, ExitStatus.killed(signal.SIGKILL))  # counted as killed
 
-    def kill_group(self, key: int, signum: int) -> bool:
+    def kill_group(self, key: Key, signum: int) -> bool:
         assert self.launcher is not None
         return self.launcher.kill_group(key, signum)
 
     def signal_all(self, signum: int, workers: list[WorkerRecord] | None = None) -> None:
         for w in self.pool.workers() if workers is None else workers:
-            self.kill(w.pid, signum)
+            self.kill(w.key, signum)
 
     # --- what workers say and how they end -------------------------------------------
-    def on_status(self, key: int) -> None:
+    def on_status(self, key: Key) -> None:
         entry = self._status_fds.get(key)
         if entry is None:
             return
@@ -190,7 +191,7 @@ class Workers:
             if kind == channel.READY:
                 self._on_ready(key)
             elif kind == channel.BOOT_FAILED:
-                w = self.pool.by_pid.get(key)
+                w = self.pool.by_key.get(key)
                 if w is not None:
                     w.boot_error = text
                     self.events.boot_failed(w, text)
@@ -200,37 +201,39 @@ class Workers:
                 if status is not None:
                     self.on_exit(key, status)
 
-    def _on_ready(self, key: int) -> None:
+    def _on_ready(self, key: Key) -> None:
         w = self.pool.ready(key, self.host.clock())
         if w is None:
             return
-        log.debug("worker %d (pid %d) ready", w.worker_id, key)
+        log.debug("worker %d (%s) ready", w.worker_id, w.label)
         self.host.hooks.call("after_worker_ready", self.host.hook_server, w)
         self.events.worker_ready(w)
 
-    def on_exit(self, key: int, status: int) -> None:
+    def on_exit(self, key: Key, status: ExitStatus) -> None:
         """A worker ended (reaped, or its thread said so): record it, tell the lifecycle."""
         if key in self._status_fds:
             self.on_status(key)  # what it said last (a boot failure) before how it ended
-        w0 = self.pool.by_pid.get(key)
+        w0 = self.pool.by_key.get(key)
         was_stopping = w0 is not None and (w0.state is SlotState.STOPPING or w0.superseded)
         w = self.pool.exited(key, status, self.host.clock())
         if w is None:
-            log.debug("reaped orphan pid %d (%s)", key, describe_status(status))
+            log.debug("reaped orphan %s (%s)", label(key), status)
             return
         self._drop_status_fd(key)
         assert self.heartbeats is not None
         self.heartbeats.release(w.beat_index)
-        cause = describe_status(status)
+        cause = str(status)
         expected = was_stopping or self.events.phase is Phase.STOPPING
         level = logging.INFO if expected else logging.WARNING
-        log.log(level, "worker %d (pid %d) %s", w.worker_id, key, cause)
+        log.log(level, "worker %d (%s) %s", w.worker_id, w.label, cause)
         if self.kill_group(key, signal.SIGKILL):
-            log.info("worker %d (pid %d) left processes in its group: killed", w.worker_id, key)
-        self.host.hooks.call("after_worker_exit", self.host.hook_server, w, status)
+            log.info("worker %d (%s) left processes in its group: killed", w.worker_id, w.label)
+        # the hook's `status` stays the waitpid-style int it always was (docs/hooks.md)
+        hooks = self.host.hooks
+        hooks.call("after_worker_exit", self.host.hook_server, w, status.wait_status())
         self.events.worker_exited(w, cause, expected)
 
-    def _drop_status_fd(self, key: int) -> None:
+    def _drop_status_fd(self, key: Key) -> None:
         entry = self._status_fds.pop(key, None)
         if entry is not None:
             self.host.loop.unregister(entry[0])

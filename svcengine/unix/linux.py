@@ -3,9 +3,9 @@
 svcengine supports Linux only (README, pyproject's classifiers). The HAS_* flags say what
 this kernel and Python offer; where a call has a fallback (prctl: the life pipe carries the
 orphan guarantee alone) the function reports the feature unavailable instead of raising.
-Callers never test the platform themselves. Outside svcengine/unix/, a few modules of the
-master and worker side still call os.pipe2 and os.memfd_create directly (Linux and BSD
-calls, absent on macOS): pipe() and memfd() here are their fence.
+Callers never test the platform themselves, and call none of these outside svcengine/unix/
+(tests/unit/test_unix_fence.py checks): pipe() and memfd() fence os.pipe2 and
+os.memfd_create (Linux and BSD calls, absent on macOS) like the rest.
 """
 
 from __future__ import annotations

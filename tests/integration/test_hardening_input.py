@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from harness import REPO
 
-from svcengine import control
+from svcengine.cli import client
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 NOBODY = pwd.getpwnam("nobody")
@@ -237,10 +237,10 @@ def test_scale_beyond_the_maximum_is_refused_over_the_control_socket(service, tm
     svc.wait_ready()
     path = str(tmp_path / "app.ctl")
     for n in ("10000", "+9000"):
-        reply = control.request(path, {"cmd": "scale", "n": n})
+        reply = client.request(path, {"cmd": "scale", "n": n})
         assert reply["ok"] is False, reply
         assert "4096" in reply["error"]
-    assert control.request(path, {"cmd": "status"})["workers"].__len__() == 1
+    assert client.request(path, {"cmd": "status"})["workers"].__len__() == 1
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
 
@@ -256,7 +256,7 @@ def test_hup_that_changes_a_start_only_key_says_so(service, tmp_path):
         assert key in line, line
     assert "USR2" in line
     svc.notify.wait_key("READY", 15, "1")
-    assert control.request(str(tmp_path / "app.ctl"), {"cmd": "status"})["name"] == ""
+    assert client.request(str(tmp_path / "app.ctl"), {"cmd": "status"})["name"] == ""
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
 

@@ -20,6 +20,7 @@ import pytest
 from harness import HERE, Service, alive, children_of, wait_for, wait_gone
 
 from svcengine import control
+from svcengine.cli import client
 
 CTL = "ctl.sock"
 MAX_CLIENTS = 16  # control.MAX_CLIENTS, the most control clients the master holds at once
@@ -30,7 +31,7 @@ def _ctl_config(tmp: Path, extra: str = "") -> str:
 
 
 def _status(svc: Service) -> dict:
-    return control.request(str(svc.tmp / CTL), {"cmd": "status"}, timeout=20)
+    return client.request(str(svc.tmp / CTL), {"cmd": "status"}, timeout=20)
 
 
 def _ctl(tmp: Path, *args: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,8 @@ import subprocess
 import pytest
 from harness import children_of, wait_for, wait_gone
 
+from svcengine.cli import client
+
 POOL_TYPES = ["process", "spawn", "thread"]
 
 
@@ -64,6 +66,10 @@ def test_thread_workers_run_in_the_master_process(service):
     svc.wait_ready()
     assert children_of(svc.pid) == set()
     svc.wait_log(r"\[\d+\] worker\[1\]: worker 1 listening", since_mark=False)
+    # no fake pids: a thread worker has none of its own; the log names it `thread N`
+    status = client.request(str(svc.tmp / "run" / "control.sock"), {"cmd": "status"})
+    assert [(w["pid"], w["state"]) for w in status["workers"]] == [(None, "ready")] * 2
+    svc.wait_log(r"worker 1 started \(thread \d+\)", since_mark=False)
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svcengine import control
+from svcengine.cli import client
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -251,7 +251,7 @@ class Service:
         for d in (self.run_dir, self.log_dir, self.cmd_dir):
             d.mkdir(mode=0o755)
         self.pid_path = self.run_dir / "soak.pid"
-        self.ctl_path = self.run_dir / "soak.ctl"  # svcengine.control.socket_path's default
+        self.ctl_path = self.run_dir / "soak.ctl"  # svcengine.rundir.socket_path's default
         self.log = LogFile(self.log_dir / "soak.log")
         self.config_path = root / "soak.toml"
         self.extra = extra
@@ -315,10 +315,10 @@ class Service:
         return int(self.pid_path.read_text())
 
     def status(self) -> dict:
-        return control.request(str(self.ctl_path), {"cmd": "status"}, timeout=10)
+        return client.request(str(self.ctl_path), {"cmd": "status"}, timeout=10)
 
     def request(self, payload: dict) -> dict:
-        return control.request(str(self.ctl_path), payload, timeout=10)
+        return client.request(str(self.ctl_path), payload, timeout=10)
 
     def ctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -19,6 +19,7 @@ from typing import Any
 from svcengine import config
 from svcengine.hooks import Hooks
 from svcengine.master import Master
+from svcengine.master.handles import ExitStatus, Key
 from svcengine.master.launchers import DirectLauncher, Started
 from svcengine.signals import PRESETS
 from svcengine.unix.systemd import Notifier
@@ -59,15 +60,15 @@ class FakeLauncher(DirectLauncher):
         os.set_blocking(ours.fileno(), False)
         return Started(key, ours.detach())
 
-    def signal(self, key: int, signum: int) -> bool:
+    def signal(self, key: Key, signum: int) -> bool:
         self.signals.append((key, signum))
         return True
 
-    def kill_group(self, key: int, signum: int) -> bool:
+    def kill_group(self, key: Key, signum: int) -> bool:
         return False
 
-    def exit_line(self, key: int, text: str) -> int | None:
-        return (int(text) & 0xFF) << 8
+    def exit_line(self, key: Key, text: str) -> ExitStatus | None:
+        return ExitStatus.from_line(text)
 
     def begin_generation(self) -> None:
         self.generations.append("begin")
@@ -158,7 +159,7 @@ class Kit:
     def keys(self, generation: int | None = None) -> list[int]:
         pool = self.master.pool
         return sorted(
-            w.pid for w in pool.workers() if generation is None or w.generation == generation
+            w.key for w in pool.workers() if generation is None or w.generation == generation
         )
 
     def step(self, n: int = 3) -> None:
@@ -172,7 +173,7 @@ class Kit:
 
     def all_ready(self, generation: int | None = None) -> None:
         for key in self.keys(generation):
-            if self.master.pool.by_pid[key].ready_at is None:
+            if self.master.pool.by_key[key].ready_at is None:
                 self.launcher.ready(key)
         self.step()
 

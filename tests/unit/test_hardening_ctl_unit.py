@@ -7,7 +7,7 @@ import pwd
 
 import pytest
 
-from svcengine import control
+from svcengine.cli import client
 from svcengine.unix import pidfile
 
 NOBODY = pwd.getpwnam("nobody")
@@ -36,26 +36,26 @@ def test_a_planted_temp_file_never_becomes_the_pidfile(tmp_path):
 @pytest.mark.parametrize("answered", [-1, 0, 1, 4321, "1234", True, 1234.0])
 def test_the_answered_pid_must_be_the_servers_own(answered):
     """-1 is what made kill(-1) possible: every process the caller may signal."""
-    with pytest.raises(control.Untrusted, match="refusing"):
-        control.trusted_pid("/x.ctl", control.Peer(pid=1234, uid=os.geteuid()), answered, set())
+    with pytest.raises(client.Untrusted, match="refusing"):
+        client.trusted_pid("/x.ctl", client.Peer(pid=1234, uid=os.geteuid()), answered, set())
 
 
 def test_a_server_the_kernel_cannot_name_is_refused():
     for pid in (0, -1):
-        with pytest.raises(control.Untrusted, match="cannot tell who serves"):
-            control.trusted_pid("/x.ctl", control.Peer(pid=pid, uid=0), pid, set())
+        with pytest.raises(client.Untrusted, match="cannot tell who serves"):
+            client.trusted_pid("/x.ctl", client.Peer(pid=pid, uid=0), pid, set())
 
 
 def test_an_answer_without_a_pid_gets_the_kernels_pid():
     """An older master's `scale`/`dump` answers carry no pid: SO_PEERCRED's is used."""
-    peer = control.Peer(pid=1234, uid=os.geteuid())
-    assert control.trusted_pid("/x.ctl", peer, None, set()) == 1234
+    peer = client.Peer(pid=1234, uid=os.geteuid())
+    assert client.trusted_pid("/x.ctl", peer, None, set()) == 1234
 
 
 def test_the_servers_uid_must_be_root_ours_or_the_services():
     me = os.geteuid()
-    peer = control.Peer(pid=4321, uid=me + 1000)
-    with pytest.raises(control.Untrusted, match=f"uid {me + 1000}"):
-        control.trusted_pid("/x.ctl", peer, 4321, {me})
-    assert control.trusted_pid("/x.ctl", peer, 4321, {me, me + 1000}) == 4321
-    assert control.trusted_pid("/x.ctl", control.Peer(pid=4321, uid=me), 4321, set()) == 4321
+    peer = client.Peer(pid=4321, uid=me + 1000)
+    with pytest.raises(client.Untrusted, match=f"uid {me + 1000}"):
+        client.trusted_pid("/x.ctl", peer, 4321, {me})
+    assert client.trusted_pid("/x.ctl", peer, 4321, {me, me + 1000}) == 4321
+    assert client.trusted_pid("/x.ctl", client.Peer(pid=4321, uid=me), 4321, set()) == 4321

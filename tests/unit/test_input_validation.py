@@ -7,7 +7,7 @@ import pwd
 
 import pytest
 
-from svcengine import config, control
+from svcengine import config, rundir
 from svcengine.unix import privileges
 
 
@@ -23,7 +23,7 @@ def test_names_that_are_not_one_safe_path_component_are_refused(name):
     with pytest.raises(ValueError):
         config.check_name(name)
     with pytest.raises(ValueError):
-        control.runtime_dir(name)
+        rundir.runtime_dir(name)
 
 
 def test_workers_bound_is_shared():

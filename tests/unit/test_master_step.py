@@ -162,7 +162,7 @@ def test_hup_burst_during_reload_is_one_more_generation(kit):
     k.signal(signal.SIGHUP)
     assert k.master.pool.generation == gen  # deferred, once
     k.all_ready(generation=gen)
-    for key in [w.pid for w in k.master.pool.workers() if w.state is SlotState.STOPPING]:
+    for key in [w.key for w in k.master.pool.workers() if w.state is SlotState.STOPPING]:
         k.launcher.exit(key)
     k.step()
     assert k.master.pool.generation == gen + 1
@@ -178,7 +178,7 @@ def test_reload_whose_workers_cannot_boot_is_abandoned(kit):
     k.launcher.say(new[0], "boot-failed ImportError: nope")
     k.step()
     assert k.master.phase is Phase.RUNNING
-    assert [w.pid for w in k.master.pool.current()] == old  # the previous workers serve on
+    assert [w.key for w in k.master.pool.current()] == old  # the previous workers serve on
     assert k.notify_socket.has("RELOADING=1") == 2 and k.notify_socket.has("READY=1") == 2
     assert "reload failed" in k.master.status_text()
     assert k.launcher.generations == ["begin", "abandon"]  # a mold: back to the previous one

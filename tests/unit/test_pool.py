@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import signal
 
+from svcengine.master.handles import ExitStatus
 from svcengine.master.pool import Backoff, Pool, SlotState, describe_status
 from svcengine.master.stopping import Stopper
 
-KILLED = signal.SIGKILL  # waitpid status of a SIGKILLed process is the signal number
-
-
-def exited(code: int) -> int:
-    return code << 8
+KILLED = ExitStatus.killed(signal.SIGKILL)
+exited = ExitStatus.exited
 
 
 def test_describe_status():
-    assert describe_status(KILLED) == "killed by SIGKILL"
-    assert describe_status(exited(3)) == "exited with status 3"
+    assert describe_status(signal.SIGKILL) == "killed by SIGKILL"  # waitpid's raw status
+    assert describe_status(3 << 8) == "exited with status 3"
 
 
 def test_first_restart_at_once_then_exponential_backoff_capped():
@@ -72,7 +70,7 @@ def test_resize_down_returns_surplus_and_forgets_slots():
     assert [w.worker_id for w in surplus] == [1, 2]
     for w in surplus:
         w.state = SlotState.STOPPING
-        pool.exited(w.pid, 0, 1.0)
+        pool.exited(w.key, exited(0), 1.0)
     assert sorted(pool.slots) == [0]
 
 
@@ -86,7 +84,7 @@ def test_retired_generation_keeps_serving_until_replaced():
     pool.spawned(0, 20, 1.0)
     pool.ready(20, 1.0)
     assert [w.pid for w in pool.superseded(0)] == [10]
-    pool.exited(10, 0, 2.0)  # old worker exit: no restart accounting
+    pool.exited(10, exited(0), 2.0)  # old worker exit: no restart accounting
     assert pool.total_restarts == 0 and pool.slots[0].current.pid == 20
 
 
