@@ -17,7 +17,7 @@ PKG = Path(svcengine.__file__).parent
 
 # lowest first; a module belongs to the first prefix that matches its dotted name
 LAYERS: list[tuple[str, ...]] = [
-    ("protocol", "errors", "typecheck"),  # contracts, stdlib only
+    ("protocol", "errors", "typecheck", "limits"),  # contracts, stdlib only
     ("unix", "amqp.settings", "config", "rundir", "hooks"),  # OS adapters; the config, its checks
     ("timers", "signals", "channel"),  # pure parts, pipes
     ("child", "worker", "spawn", "threads", "embedded", "amqp"),  # the worker side
