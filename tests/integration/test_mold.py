@@ -88,7 +88,7 @@ def test_the_app_is_imported_once_in_the_mold_and_workers_are_the_masters(servic
     assert ppid(mold) == svc.pid
     assert all(ppid(w) == svc.pid for w in workers)  # re-parented: the master reaps them
     svc.wait_log(rf"after_mold_ready in pid {mold}$", since_mark=False)
-    assert svc.log_text().count("runs version v1") == 3
+    wait_for(lambda: svc.log_text().count("runs version v1") == 3, 10, "3 workers running")
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
     assert not wait_gone({mold, *workers}, 5)
@@ -142,7 +142,7 @@ def test_hup_reloads_the_code_through_a_new_mold(service, tmp_path):
     svc.wait_log(r"reload complete")
     second = mold_of(svc, 2)
     assert not wait_gone({first, *old_workers}, 5)  # the old generation and its mold went
-    assert svc.log_text().count("runs version v22") == 2
+    wait_for(lambda: svc.log_text().count("runs version v22") == 2, 10, "2 new workers running")
     assert importers(tmp_path) == [first, second]
     assert svc.molds() == {second}
     svc.kill(signal.SIGTERM)

@@ -78,6 +78,7 @@ WEIGHTS = {
     "hup_bad_config": 1,
     "usr2_no_pidfile": 1,
     "stop_during_upgrade": 1,
+    "kill_mold": 1,
 }
 EARLY_CLOSERS = 200
 # files a HUP must refuse while the running config serves on (the item, the file's bytes)
@@ -146,8 +147,13 @@ class Soak:
                 pids.add(w["pid"])
             elif w["pid"] is not None:
                 return None
+        mold = (st.get("mold") or {}).get("pid")
+        if mold is None or not (st["mold"] or {}).get("ready"):
+            return None  # a mold is always there once the pool is whole (a new one after a kill)
         kids = children(self.master)
         self.last_kids = kids
+        if kids.pop(mold, None) is None:
+            return None
         if set(kids) != pids or "Z" in kids.values() or len(pids) != self.target:
             return None
         return st
@@ -202,6 +208,19 @@ class Soak:
         self.say(f"worker {wid} (pid {pid})")
 
     def f_kill9(self) -> None:
+        self._kill_worker(signal.SIGKILL, 1)
+
+    def f_kill_mold(self) -> None:
+        """SIGKILL to the mold: the master makes a new one; the workers serve on meanwhile
+        and a worker killed right after is replaced from the new mold."""
+        mold = self.svc.status()["mold"]["pid"]
+        self.svc.log.mark()
+        t0 = time.monotonic()
+        os.kill(mold, signal.SIGKILL)
+        self.fault(0, t0)  # no worker is touched: no request may fail
+        self.svc.log.wait(rf"mold gen \d+ \(pid {mold}\) killed by SIGKILL; making a new one", 10)
+        self.svc.log.wait(r"mold gen \d+ \(pid \d+\) ready", 10)
+        self.say(f"mold {mold} killed; a new one is ready")
         self._kill_worker(signal.SIGKILL, 1)
 
     def f_segv_signal(self) -> None:
@@ -363,6 +382,8 @@ class Soak:
         self.fault(victims, t0)
         self.converge()
         assert nproc_limit(self.master) == self.nproc, "the master kept RLIMIT_NPROC = 1"
+        mold = self.svc.status()["mold"]["pid"]
+        assert nproc_limit(mold) == self.nproc, "the mold kept RLIMIT_NPROC = 1"
         self.say(f"RLIMIT_NPROC=1, then {how}: fork failed, retried, pool whole again")
 
     def f_burst(self) -> None:

@@ -311,6 +311,11 @@ class Box:
         return json.loads(self.out("python3", f"{TEST_LIB}/boxprobe.py", "http", target))
 
 
+def is_mold(p: dict) -> bool:
+    """The master's mold (svcengine/child/mold.py): its child, but not a worker."""
+    return str(p.get("cmdline", "")).startswith("svcengine mold ")
+
+
 def _seqnum(cursor: str) -> int:
     """The sequence number in a journal cursor ("s=...;i=<hex>;...")."""
     fields = dict(part.split("=", 1) for part in cursor.split(";"))

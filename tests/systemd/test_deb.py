@@ -30,6 +30,7 @@ from boxlib import (
     Box,
     box_name,
     box_sh,
+    is_mold,
     ours,
     releases,
     skip_reason,
@@ -208,7 +209,9 @@ def key(p: dict) -> tuple[int, int]:
 
 
 def pool(b: DebBox, main_pid: int) -> list[dict]:
-    return sorted((p for p in b.procs() if p["ppid"] == main_pid), key=lambda p: p["pid"])
+    return sorted(
+        (p for p in b.procs() if p["ppid"] == main_pid and not is_mold(p)), key=lambda p: p["pid"]
+    )
 
 
 def drop_app(b: DebBox) -> None:

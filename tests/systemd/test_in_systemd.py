@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from boxlib import EXAMPLES, REPO, TEST_LIB, Box, wait_until
+from boxlib import EXAMPLES, REPO, TEST_LIB, Box, is_mold, wait_until
 
 pytestmark = pytest.mark.systemd
 
@@ -34,7 +34,9 @@ def alive(box: Box, procs: list[dict]) -> list[dict]:
 def pool(box: Box, main_pid: int) -> tuple[dict, list[dict]]:
     procs = box.procs()
     (master,) = [p for p in procs if p["pid"] == main_pid]
-    workers = sorted((p for p in procs if p["ppid"] == main_pid), key=lambda p: p["cmdline"])
+    workers = sorted(
+        (p for p in procs if p["ppid"] == main_pid and not is_mold(p)), key=lambda p: p["cmdline"]
+    )
     return master, workers
 
 
@@ -60,8 +62,10 @@ def test_start(box: Box, units):
         assert w["cmdline"].startswith("svcengine worker"), w
         assert "app" in w["cmdline"], w
 
+    (mold,) = [p for p in box.procs() if p["ppid"] == main and is_mold(p)]
+    assert mold["cmdline"].startswith("svcengine mold gen 1 app"), mold
     in_cgroup = {int(x) for x in box.out("cat", f"{APP_CGROUP}/cgroup.procs").split()}
-    assert in_cgroup == {main} | {w["pid"] for w in workers}
+    assert in_cgroup == {main, mold["pid"]} | {w["pid"] for w in workers}
 
 
 def test_reload_replaces_workers(box: Box, units):

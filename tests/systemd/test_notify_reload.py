@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from boxlib import NOTIFY_RELOAD_SINCE, TEST_LIB, Box, wait_until
+from boxlib import NOTIFY_RELOAD_SINCE, TEST_LIB, Box, is_mold, wait_until
 
 pytestmark = pytest.mark.systemd
 
@@ -30,7 +30,9 @@ def start(box: Box) -> tuple[int, set[tuple[int, int]]]:
     box.systemctl("start", "--no-block", APP)
     props = box.wait_running(APP, READY, cursor=cursor)
     main = int(props["MainPID"])
-    return main, {(p["pid"], p["starttime"]) for p in box.procs() if p["ppid"] == main}
+    return main, {
+        (p["pid"], p["starttime"]) for p in box.procs() if p["ppid"] == main and not is_mold(p)
+    }
 
 
 def test_the_unit_is_notify_reload(notify_reload: Box, units):
@@ -55,7 +57,7 @@ def test_reload_returns_once_the_new_workers_are_ready(notify_reload: Box, units
     assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
     assert READY in props["StatusText"], props
     assert int(props["MainPID"]) == main
-    now = {(p["pid"], p["starttime"]) for p in box.procs() if p["ppid"] == main}
+    now = {(p["pid"], p["starttime"]) for p in box.procs() if p["ppid"] == main and not is_mold(p)}
     assert len(now - old) == 2, f"new workers when reload returned: {now - old} (old {old})"
     print(f"systemctl reload took {took:.2f} s")
 
@@ -80,6 +82,13 @@ def test_a_refused_reload_returns_with_the_reason(notify_reload: Box, units):
     assert "key 'workers'" in props["StatusText"], props
     wait_until(
         "the old workers still serving",
-        lambda: old <= {(p["pid"], p["starttime"]) for p in box.procs() if p["ppid"] == main},
+        lambda: (
+            old
+            <= {
+                (p["pid"], p["starttime"])
+                for p in box.procs()
+                if p["ppid"] == main and not is_mold(p)
+            }
+        ),
         timeout=5,
     )

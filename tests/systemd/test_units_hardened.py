@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from boxlib import TEST_LIB, Box, wait_until
+from boxlib import TEST_LIB, Box, is_mold, wait_until
 
 pytestmark = pytest.mark.systemd
 
@@ -47,7 +47,9 @@ def status(box: Box, pid: int) -> dict[str, str]:
 
 
 def workers_of(box: Box, main: int) -> list[dict]:
-    return sorted((p for p in box.procs() if p["ppid"] == main), key=lambda p: p["pid"])
+    return sorted(
+        (p for p in box.procs() if p["ppid"] == main and not is_mold(p)), key=lambda p: p["pid"]
+    )
 
 
 def wait_log(box: Box, pattern: str, count: int = 1, timeout: float = 30) -> str:
