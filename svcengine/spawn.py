@@ -181,6 +181,18 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int) ->
     if ctx.config.worker_type == "spawn":
         _exec_spawned(ctx, worker_id, status_fd, life_fd, beat_index, set())
     os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
+    return boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, ctx.worker_class)
+
+
+def boot_forked(
+    ctx: ForkContext,
+    life_fd: int,
+    worker_id: int,
+    beat_index: int,
+    status_fd: int,
+    worker_class: type[Worker] | None,
+) -> int:
+    """boot() in a process forked from the master or from its mold (what ctx handed down)."""
     return boot(
         worker_id=worker_id,
         cfg=ctx.config,
@@ -189,7 +201,7 @@ def _child(ctx: ForkContext, worker_id: int, status_fd: int, beat_index: int) ->
         life_fd=life_fd,
         beat=channel.Beat(ctx.heartbeats.map, beat_index),
         sockets=[s.sock for s in ctx.sockets],
-        worker_class=ctx.worker_class,
+        worker_class=worker_class,
         after_fork=ctx.after_fork,
         unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),  # nothing blocked
     )

@@ -37,7 +37,7 @@ from ..unix import linux as _linux
 from ..unix import log as logsetup
 from ..unix import proctitle
 from ..worker import Worker
-from .boot import boot_error, import_worker
+from .boot import boot_error, exit_code, import_worker
 
 log = logging.getLogger("svcengine.master")
 
@@ -95,18 +95,25 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
         sock.send(_answer(spec, sock, data, fds, cls))
 
 
+@dataclass
+class _Order:
+    """One fork request, as the mold's three processes pass it along."""
+
+    sock: socket.socket  # the mold's end: closed in the worker
+    worker_id: int
+    beat_index: int
+    status_fd: int
+    cls: type[Worker] | None
+
+
 def _answer(
-    spec: MoldSpec,
-    sock: socket.socket,
-    data: bytes,
-    fds: list[int],
-    cls: type[Worker] | None,
+    spec: MoldSpec, sock: socket.socket, data: bytes, fds: list[int], cls: type[Worker] | None
 ) -> bytes:
     try:
         verb, worker_id, beat_index = data.decode().split()
         if verb != "fork" or len(fds) != 1:
             raise ValueError(f"bad request {data[:80]!r}")
-        pid = _fork_worker(spec, sock, int(worker_id), int(beat_index), fds[0], cls)
+        pid = _fork_worker(spec, _Order(sock, int(worker_id), int(beat_index), fds[0], cls))
     except (OSError, ValueError) as exc:
         return b"error " + str(exc).encode("utf-8", "replace")[:3000]
     finally:
@@ -115,14 +122,7 @@ def _answer(
     return b"pid %d" % pid
 
 
-def _fork_worker(
-    spec: MoldSpec,
-    sock: socket.socket,
-    worker_id: int,
-    beat_index: int,
-    status_fd: int,
-    cls: type[Worker] | None,
-) -> int:
+def _fork_worker(spec: MoldSpec, order: _Order) -> int:
     """Fork twice; the worker's pid once its middle process is reaped (the master is
     the worker's parent by then)."""
     report_r, report_w = _linux.pipe()
@@ -134,7 +134,7 @@ def _fork_worker(
         raise
     if middle == 0:
         os.close(report_r)
-        _middle(spec, sock, worker_id, beat_index, status_fd, cls, report_w)
+        _middle(spec, order, report_w)
     os.close(report_w)
     try:
         data = b""
@@ -144,26 +144,18 @@ def _fork_worker(
         os.close(report_r)
         os.waitpid(middle, 0)
     if not data:
-        raise OSError(f"cannot fork worker {worker_id}: the middle process said nothing")
+        raise OSError(f"cannot fork worker {order.worker_id}: the middle process said nothing")
     return int(data)
 
 
-def _middle(
-    spec: MoldSpec,
-    sock: socket.socket,
-    worker_id: int,
-    beat_index: int,
-    status_fd: int,
-    cls: type[Worker] | None,
-    report_w: int,
-) -> None:
+def _middle(spec: MoldSpec, order: _Order, report_w: int) -> None:
     """The middle process: fork the worker, name it, go."""
     code = 1
     try:
         pid = os.fork()
         if pid == 0:
             os.close(report_w)
-            _worker(spec, sock, worker_id, beat_index, status_fd, cls)
+            _worker(spec, order)
         try:
             os.setpgid(pid, pid)  # before anyone knows the pid: no signal finds it outside
         except OSError:
@@ -176,14 +168,7 @@ def _middle(
         os._exit(code)
 
 
-def _worker(
-    spec: MoldSpec,
-    sock: socket.socket,
-    worker_id: int,
-    beat_index: int,
-    status_fd: int,
-    cls: type[Worker] | None,
-) -> None:
+def _worker(spec: MoldSpec, order: _Order) -> None:
     """The new worker: wait to be the master's child, arm PDEATHSIG, boot."""
     code = 1
     try:
@@ -191,11 +176,11 @@ def _worker(
             os.setpgid(0, 0)
         except OSError:
             pass
-        sock.close()
+        order.sock.close()
         if _reparented(spec.master_pid) and _arm(spec.config, spec.master_pid):
-            code = spec.boot(worker_id, beat_index, status_fd, cls)
+            code = spec.boot(order.worker_id, order.beat_index, order.status_fd, order.cls)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exit_code(exc)
     except BaseException:
         traceback.print_exc()
     finally:

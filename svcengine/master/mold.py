@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .. import channel, spawn
+from .. import spawn
 from ..child import mold as child_mold
 from ..timers import Timer
 from ..unix import linux as _linux
@@ -264,21 +264,9 @@ class MoldLauncher(ProcessLauncher):
 
 def _spec(ctx: spawn.ForkContext, generation: int, life_fd: int) -> child_mold.MoldSpec:
     """The mold's spec, with a worker's boot bound to what it inherited."""
-    sockets = [s.sock for s in ctx.sockets]
 
     def boot(worker_id: int, beat_index: int, status_fd: int, cls: type[Worker] | None) -> int:
-        return spawn.boot(
-            worker_id=worker_id,
-            cfg=ctx.config,
-            master_pid=ctx.master_pid,
-            status_fd=status_fd,
-            life_fd=life_fd,
-            beat=channel.Beat(ctx.heartbeats.map, beat_index),
-            sockets=sockets,
-            worker_class=cls,
-            after_fork=ctx.after_fork,
-            unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),
-        )
+        return spawn.boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, cls)
 
     return child_mold.MoldSpec(
         generation=generation,
