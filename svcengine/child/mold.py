@@ -13,9 +13,10 @@ and its watcher reads the life pipe from the start, which covers the gap between
 
 Requests and answers are SOCK_SEQPACKET messages, one per packet:
   master -> mold   `fork WORKER_ID BEAT_INDEX` with the status pipe's write end attached
+  master -> mold   `sync`: answered `ok` once every worker forked before is the master's child
   mold -> master   `ready` once (or `ready IMPORT-ERROR` when the import failed: each worker
                    then imports for itself and reports its own boot failure), then
-                   `pid N` or `error TEXT` for each request, in order.
+                   `pid N` or `error TEXT` for each fork, `ok` for each sync, in order.
 """
 
 from __future__ import annotations
@@ -92,7 +93,17 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
             return 0
         if not data:
             return 0  # the master closed our socket: this generation is over
-        sock.send(_answer(spec, sock, data, fds, cls))
+        if data == b"sync":
+            sock.send(b"ok")  # every middle process before it has been reaped
+            continue
+        answer, middle = _answer(spec, sock, data, fds, cls)
+        sock.send(answer)
+        if middle:
+            # after the answer: the master goes on while the middle process tears down.
+            # Until it is reaped its worker may not be the master's child yet: a `sync`
+            # (launcher.settle(), before an upgrade stops the master being a subreaper)
+            # is answered only once it is.
+            os.waitpid(middle, 0)
 
 
 @dataclass
@@ -108,23 +119,23 @@ class _Order:
 
 def _answer(
     spec: MoldSpec, sock: socket.socket, data: bytes, fds: list[int], cls: type[Worker] | None
-) -> bytes:
+) -> tuple[bytes, int]:
+    """The answer to one request, and the middle process still to reap (0: none)."""
     try:
         verb, worker_id, beat_index = data.decode().split()
         if verb != "fork" or len(fds) != 1:
             raise ValueError(f"bad request {data[:80]!r}")
-        pid = _fork_worker(spec, _Order(sock, int(worker_id), int(beat_index), fds[0], cls))
+        pid, middle = _fork_worker(spec, _Order(sock, int(worker_id), int(beat_index), fds[0], cls))
     except (OSError, ValueError) as exc:
-        return b"error " + str(exc).encode("utf-8", "replace")[:3000]
+        return b"error " + str(exc).encode("utf-8", "replace")[:3000], 0
     finally:
         for fd in fds:
             os.close(fd)
-    return b"pid %d" % pid
+    return b"pid %d" % pid, middle
 
 
-def _fork_worker(spec: MoldSpec, order: _Order) -> int:
-    """Fork twice; the worker's pid once its middle process is reaped (the master is
-    the worker's parent by then)."""
+def _fork_worker(spec: MoldSpec, order: _Order) -> tuple[int, int]:
+    """Fork twice: the worker's pid (once the middle process said it), and the middle's."""
     report_r, report_w = _linux.pipe()
     try:
         middle = os.fork()
@@ -137,15 +148,13 @@ def _fork_worker(spec: MoldSpec, order: _Order) -> int:
         _middle(spec, order, report_w)
     os.close(report_w)
     try:
-        data = b""
-        while chunk := os.read(report_r, 32):
-            data += chunk
-    finally:
+        data = os.read(report_r, 32)  # one write of a few digits: atomic; EOF would wait
+    finally:  # for the middle's exit, whose address-space teardown is what takes time
         os.close(report_r)
-        os.waitpid(middle, 0)
     if not data:
+        os.waitpid(middle, 0)
         raise OSError(f"cannot fork worker {order.worker_id}: the middle process said nothing")
-    return int(data)
+    return int(data), middle
 
 
 def _middle(spec: MoldSpec, order: _Order, report_w: int) -> None:

@@ -253,6 +253,10 @@ class Master:
             else:
                 self.workers.reaped(pid, ExitStatus.from_wait(status))
 
+    def settle_children(self) -> None:  # upgrade.py, before its double fork
+        if self.workers.launcher is not None:
+            self.workers.launcher.settle()
+
     def begin_stop(self, quick: bool) -> None:  # upgrade.py and the hand-over call it
         self.lifecycle.begin_stop(quick)
 

@@ -70,6 +70,11 @@ class Launcher(Protocol):
 
     def commit_generation(self) -> None: ...
     def abandon_generation(self) -> None: ...
+    def settle(self) -> None:
+        """Every worker started so far is the master's child (a mold's middle processes
+        are gone): before an upgrade stops the master being a subreaper for a moment."""
+        ...
+
     def close(self) -> None: ...
     def describe(self) -> dict[str, object] | None:
         """What `ctl status` shows of the launcher (a mold), if anything."""
@@ -95,6 +100,9 @@ class DirectLauncher:
         pass
 
     def abandon_generation(self) -> None:
+        pass
+
+    def settle(self) -> None:
         pass
 
     def close(self) -> None:

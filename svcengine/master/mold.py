@@ -158,6 +158,14 @@ class MoldLauncher(ProcessLauncher):
             self._stop(self.current)
         self.current, self.previous = self.previous, None
 
+    def settle(self) -> None:
+        for m in (self.current, self.previous):
+            if m is not None and m.ready:
+                try:
+                    self._ask(m, b"sync")
+                except RuntimeError as exc:  # it was killed: its middle processes are gone
+                    log.warning("%s", exc)
+
     def close(self) -> None:
         """The master is leaving: its molds go with it."""
         self._closed = True
@@ -227,12 +235,12 @@ class MoldLauncher(ProcessLauncher):
         if m is self.current:
             self.on_ready()
 
-    def _ask(self, m: Mold, request: bytes, fd: int) -> bytes:
+    def _ask(self, m: Mold, request: bytes, fd: int | None = None) -> bytes:
         """One request, one answer, with a deadline: the mold answers after two forks."""
         m.sock.setblocking(True)
         m.sock.settimeout(ANSWER_TIMEOUT)
         try:
-            socket.send_fds(m.sock, [request], [fd])
+            socket.send_fds(m.sock, [request], [] if fd is None else [fd])
             answer = m.sock.recv(4096)
         except OSError as exc:  # socket.timeout included
             self._lost(m, f"no answer ({exc})")

@@ -95,6 +95,7 @@ class Upgrader:
         # before the fork: the new master's first signal is already attributed
         watched = {sig for sig, command in m.commands.items() if command in WATCHED}
         self.senders = SignalSenders.open(m.selector, watched, self._on_senders)
+        m.settle_children()  # no worker may be re-parented while we are no subreaper
         try:
             pid = spawn_new_master(argv, m.sockets, m.pid, m.server.start_cwd, theirs.fileno())
         except OSError as exc:
