@@ -358,33 +358,31 @@ class Soak:
         self.target = self.svc.workers  # the new master reads the config file
 
     def f_fork_failure(self) -> None:
-        """RLIMIT_NPROC = 1 on the master (soak_hooks.py), then it must fork: fork() fails with
-        EAGAIN, the master logs it and retries; once the limit is gone the pool is whole."""
+        """RLIMIT_NPROC = 1 on the master (soak_hooks.py), then its mold is killed: forking a
+        new one fails with EAGAIN, the master logs it and retries, a worker killed meanwhile
+        waits for the new mold; once the limit is gone the pool is whole."""
         if self.skip_root:
             self.skipped[self.kind] += 1
             return self.say(f"skipped: {self.skip_root}")
         flag = self.svc.cmd_dir / "nproc-limit"
+        mold = self.svc.status()["mold"]["pid"]
         self.svc.log.mark()
         t0 = time.monotonic()
         flag.touch()
         try:
-            if self.target < MAX_WORKERS:
-                how, victims = "TTIN", 0
-                self.target += 1
-                self.signal_master(signal.SIGTTIN)
-            else:
-                how, victims = "SIGKILL to a worker", 1
-                os.kill(self.victim()[1], signal.SIGKILL)
-            self.svc.log.wait(r"cannot fork worker \d+: .*Resource temporarily unavailable", 10)
+            wait_for(lambda: nproc_limit(self.master).split()[2] == "1", 5, "RLIMIT_NPROC = 1")
+            os.kill(mold, signal.SIGKILL)
+            self.svc.log.wait(r"cannot fork the mold: .*Resource temporarily unavailable", 10)
+            wid, pid = self.victim()
+            os.kill(pid, signal.SIGKILL)  # its slot waits for a mold
+            self.svc.log.wait(rf"worker {wid} \(pid {pid}\) killed by SIGKILL", 10)
             time.sleep(self.rng.uniform(0.2, 1.0))  # pacing: a few failed retries
         finally:
             flag.unlink()
-        self.fault(victims, t0)
+        self.fault(1, t0)
         self.converge()
         assert nproc_limit(self.master) == self.nproc, "the master kept RLIMIT_NPROC = 1"
-        mold = self.svc.status()["mold"]["pid"]
-        assert nproc_limit(mold) == self.nproc, "the mold kept RLIMIT_NPROC = 1"
-        self.say(f"RLIMIT_NPROC=1, then {how}: fork failed, retried, pool whole again")
+        self.say(f"RLIMIT_NPROC=1, mold {mold} killed: its fork failed, retried; pool whole again")
 
     def f_burst(self) -> None:
         n = 1000
