@@ -85,7 +85,7 @@ TABLE: dict[Command, Entry] = {
     C.RELOAD: Entry(lambda h, _: h.changes.reload(), NOT_STOPPING),
     C.RESTART_GRACEFUL: Entry(lambda h, _: h.changes.restart_graceful(), NOT_STOPPING),
     # as before the table: also while stopping (turns a graceful stop's TERM into QUIT)
-    C.RESTART_IMMEDIATE: Entry(_restart_now, EVERY),
+    C.RESTART_IMMEDIATE: Entry(_restart_now, NOT_STOPPING),  # a stop under way stays graceful
     C.REOPEN_LOGS: Entry(lambda h, _: h.reopen_logs(), EVERY),
     C.SCALE: Entry(_scale, NOT_STOPPING),
     C.STOP_WORKERS: Entry(lambda h, _: h.changes.pause(), NOT_STOPPING),

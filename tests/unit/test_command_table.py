@@ -41,7 +41,6 @@ RUNS_WHILE_STOPPING = {
     Command.CHILD,
     Command.GRACEFUL_STOP,
     Command.QUICK_STOP,
-    Command.RESTART_IMMEDIATE,
     Command.REOPEN_LOGS,
     Command.DUMP,
 }

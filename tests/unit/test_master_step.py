@@ -287,3 +287,15 @@ def test_reload_while_stopping_is_refused_by_the_table(kit):
     k.signal(signal.SIGTERM)
     k.signal(signal.SIGHUP)
     assert k.master.phase is Phase.STOPPING and k.master.pool.generation == 0
+
+
+def test_a_serverengine_hup_while_stopping_does_not_turn_the_stop_into_a_quick_one(kit):
+    """ServerEngine's HUP restarts workers at once (QUIT); once a graceful stop has begun
+    it must not reach the workers being stopped gracefully."""
+    k = kit(signal_map="serverengine")
+    k.all_ready()
+    k.signal(signal.SIGTERM)
+    assert k.master.phase is Phase.STOPPING
+    k.signal(signal.SIGHUP)
+    for key in k.keys():
+        assert k.launcher.signalled(key) == [signal.SIGTERM], k.launcher.signalled(key)
