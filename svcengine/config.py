@@ -76,6 +76,7 @@ class Config:
     subreaper: bool = False
     upgrade_timeout: float = 60.0
     start_timeout: float = 90.0  # --daemonize: the launcher gives up (and stops it) after this
+    reload_timeout: float = 90.0  # a reload whose new workers are not all ready by then: abandoned
     upgrade_command: list[str] | None = None
     # the `[amqp]` table, for svcengine.amqp.Consumer workers (checked by its settings module)
     amqp: dict[str, Any] = field(default_factory=dict)
@@ -156,6 +157,7 @@ class Config:
             "worker_restart_backoff_max",
             "upgrade_timeout",
             "start_timeout",
+            "reload_timeout",
             "worker_heartbeat_interval",
             "worker_heartbeat_timeout",
         ):

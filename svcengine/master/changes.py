@@ -23,7 +23,9 @@ from .pool import Backoff, SlotState
 
 if TYPE_CHECKING:
     from ..hooks import Hooks
+    from ..timers import Timer
     from ..unix.systemd import Notifier
+    from .loop import Loop
     from .pool import Pool
     from .workers import Workers
 
@@ -34,6 +36,7 @@ class ChangesHost(Protocol):
     pool: Pool
     workers: Workers
     notify: Notifier
+    loop: Loop
 
     @property
     def cfg(self) -> config.Config: ...
@@ -59,6 +62,7 @@ class Changes:
     def __init__(self, host: ChangesHost, life: Lifecycle) -> None:
         self.host = host
         self.life = life
+        self._overdue: Timer | None = None  # reload_timeout of the reload under way
 
     def reload(self) -> None:
         h, life = self.host, self.life
@@ -107,6 +111,10 @@ class Changes:
         return True
 
     def run_pending_reload(self) -> None:
+        """The reload under way ended (complete or abandoned): run the one that waited."""
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         life = self.life
         again, life.pending_reload = life.pending_reload, None
         if again is not None and life.phase is not Phase.STOPPING:
@@ -162,6 +170,7 @@ class Changes:
         life.pending_reload = None  # this one covers it
         life.enter(Phase.RELOADING)
         h.pool.supersede_generation()
+        self._arm_overdue(h.pool.generation)
         if h.workers.launcher is not None:
             h.workers.launcher.begin_generation()  # a mold: the code as it is now
         for w in h.pool.resize(h.cfg.workers):
@@ -172,6 +181,25 @@ class Changes:
         h.workers.maintain()
         life.update_status()
         life.check_ready()
+
+    def _arm_overdue(self, generation: int) -> None:
+        """A generation that never gets ready (a hang in its import, say) would keep the
+        master reloading for ever: after reload_timeout it is abandoned."""
+        timeout = self.host.cfg.reload_timeout
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
+        if timeout:
+            self._overdue = self.host.loop.timers.after(
+                timeout, lambda: self._reload_overdue(generation, timeout)
+            )
+
+    def _reload_overdue(self, generation: int, timeout: float) -> None:
+        self._overdue = None
+        if self.life.phase is Phase.RELOADING and self.host.pool.generation == generation:
+            self.abandon_reload(
+                f"the new workers were not ready within {timeout:g}s (reload_timeout)"
+            )
 
     def scale(self, target: int) -> None:
         h = self.host

@@ -299,3 +299,22 @@ def test_a_serverengine_hup_while_stopping_does_not_turn_the_stop_into_a_quick_o
     k.signal(signal.SIGHUP)
     for key in k.keys():
         assert k.launcher.signalled(key) == [signal.SIGTERM], k.launcher.signalled(key)
+
+
+def test_a_reload_whose_new_workers_never_get_ready_is_abandoned_after_reload_timeout(kit):
+    """A new generation that hangs (never ready, never dead: e.g. a mold whose import
+    blocks) used to keep the master RELOADING for ever; reload_timeout abandons it."""
+    k = kit(reload_timeout=20.0)
+    k.all_ready()
+    old = k.keys()
+    k.signal(signal.SIGHUP)
+    assert k.master.phase is Phase.RELOADING
+    k.clock.advance(19.0)
+    k.step()
+    assert k.master.phase is Phase.RELOADING
+    k.clock.advance(1.5)
+    k.step()
+    assert k.master.phase is Phase.RUNNING
+    assert [w.key for w in k.master.pool.current()] == old  # the previous workers serve on
+    assert "not ready within 20s (reload_timeout)" in k.master.status_text()
+    assert k.launcher.generations == ["begin", "abandon"]
