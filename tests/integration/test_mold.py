@@ -195,3 +195,21 @@ def test_a_mold_that_starts_threads_at_import_is_warned_about(service, tmp_path)
     )
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
+
+
+def test_a_new_mold_whose_import_hangs_is_abandoned_after_reload_timeout(service, tmp_path):
+    write_app(tmp_path, "v1")
+    config = "reload_timeout = 2\n"
+    svc = service(worker="moldapp:Versioned", workers=2, config=config, start=False).start(NO_PYC)
+    svc.wait_ready()
+    old_workers = svc.wait_workers(2)
+    first = mold_of(svc, 1)
+    write_app(tmp_path, "v2", extra="threading.Event().wait()  # an import that never ends")
+    svc.mark()
+    svc.kill(signal.SIGHUP)
+    second = mold_of(svc, 2)
+    svc.wait_log(r"reload abandoned: the new workers were not ready within 2s \(reload_timeout\)")
+    assert not wait_gone({second}, 5)  # the hanging mold was stopped
+    assert svc.molds() == {first} and svc.workers() == old_workers
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
