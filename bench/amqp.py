@@ -105,6 +105,7 @@ def start(peer: str, url: str, queue: str, workers: int, prefetch: int, out: Pat
             f"prefetch = {prefetch}\n"
         )
         args = [str(VENV_PY), "-m", "svcengine", "--foreground", "--config", str(cfg)]
+        args += ["--name", "bench-amqp"]  # not the host's unnamed instance
         return [subprocess.Popen(args, **common)]
     env.update(SVCBENCH_URL=url, SVCBENCH_QUEUE=queue, SVCBENCH_PREFETCH=str(prefetch))
     args = [

@@ -35,7 +35,9 @@ def mem_svcengine(b: More, variant: str = "http") -> dict[str, float]:
         if variant == "http_preload":
             settings["preload"] = True
     cfg = svc.config(d / "svcengine.toml", **settings)
-    argv = svc.argv("--foreground", "--config", cfg, "--log", d / "svcengine.log")
+    argv = svc.argv(
+        "--foreground", "--config", cfg, "--name", "bench-mem", "--log", d / "svcengine.log"
+    )
     return measured(b, d, argv, {}, "NOTIFY_SOCKET", "svcengine READY=1", ready_notified)
 
 

@@ -50,7 +50,8 @@ def measure(preload: bool, workers: int, settle: float) -> dict[str, float]:
         )
         env = {**os.environ, "NOTIFY_SOCKET": path}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "svcengine", "--config", str(config)],
+            # a name of its own: another unnamed svcengine on the host would refuse this one
+            [sys.executable, "-m", "svcengine", "--config", str(config), "--name", "bench-pss"],
             env=env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
