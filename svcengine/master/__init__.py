@@ -48,6 +48,11 @@ log = logging.getLogger("svcengine.master")
 NOTIFY_RETRY = 0.05  # seconds between retries while systemd's notify queue is full
 
 
+def heartbeat_interval(cfg: config.Config) -> float | None:
+    """How often the master reads the heartbeat cells: never without a timeout to check."""
+    return cfg.worker_heartbeat_interval if cfg.worker_heartbeat_timeout else None
+
+
 class Master:
     def __init__(
         self,
@@ -93,6 +98,7 @@ class Master:
         self._cfg = new
         if server:
             self.server.config = new
+        self.health.arm_heartbeats(heartbeat_interval(new))
 
     @property
     def hooks(self) -> Hooks:
@@ -141,9 +147,7 @@ class Master:
         self.loop.register(self.signals.rfd, self._on_signals)
         if self.cfg.subreaper and self.pid != 1 and _linux.set_child_subreaper():
             log.info("child subreaper: orphaned descendants are reaped here")
-        cfg = self.cfg
-        heartbeat = cfg.worker_heartbeat_interval if cfg.worker_heartbeat_timeout else None
-        self.health.arm(watchdog_interval(), heartbeat)
+        self.health.arm(watchdog_interval(), heartbeat_interval(self.cfg))
         self.attach_control(self.control)
         log.info(
             "master started (pid %d): %d %s worker(s) of %s",

@@ -20,6 +20,7 @@ from .pool import Pool, SlotState, WorkerRecord
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..timers import Timer
     from ..unix.systemd import Notifier
     from .loop import Loop
     from .workers import Workers
@@ -94,12 +95,24 @@ class Health:
 
     def __init__(self, m: HealthHost) -> None:
         self.m = m
+        self._beats: Timer | None = None
+        self._beat_interval: float | None = None
 
     def arm(self, watchdog: float | None, heartbeat_interval: float | None) -> None:
         if watchdog:
             self.m.loop.timers.every(watchdog, self.watchdog)
-        if heartbeat_interval:
-            self.m.loop.timers.every(heartbeat_interval, self.check_heartbeats)
+        self.arm_heartbeats(heartbeat_interval)
+
+    def arm_heartbeats(self, interval: float | None) -> None:
+        """(Re)arm the heartbeat check: at start, and when a reload changes its settings."""
+        if interval == self._beat_interval:
+            return
+        if self._beats is not None:
+            self._beats.cancel()
+            self._beats = None
+        self._beat_interval = interval
+        if interval:
+            self._beats = self.m.loop.timers.every(interval, self.check_heartbeats)
 
     def check_heartbeats(self) -> None:
         m = self.m

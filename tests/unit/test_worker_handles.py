@@ -168,3 +168,21 @@ def test_a_failing_thread_worker_ends_with_its_exit_code(kit, caplog):
     _step_until(k, lambda: bool(statuses), "worker exit")
     assert statuses[0] == 3 << 8 and k.master.pool.slots[0].last_exit == "exited with status 3"
     assert any("worker 0 (thread 1) exited with status 3" in r.message for r in caplog.records)
+
+
+def test_a_reload_that_sets_a_heartbeat_timeout_checks_heartbeats_from_then_on(kit):
+    """The heartbeat timer used to be armed at start only: a HUP that newly set
+    worker_heartbeat_timeout was never checked until a restart."""
+    k = kit(workers=1)
+    k.all_ready()
+    k.next_config = k.cfg.replace(worker_heartbeat_timeout=2.0, worker_heartbeat_interval=1.0)
+    k.signal(signal.SIGHUP)
+    k.all_ready(generation=k.master.pool.generation)
+    for key in [w.key for w in k.master.pool.workers() if w.state is SlotState.STOPPING]:
+        k.launcher.exit(key)
+    k.step()
+    (new,) = [k.master.pool.by_key[key] for key in k.keys()]
+    assert new.state is SlotState.READY
+    k.clock.advance(3.0)
+    k.step()
+    assert new.state is SlotState.HUNG
