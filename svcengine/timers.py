@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,3 +79,14 @@ class Timers:
 
     def __len__(self) -> int:
         return sum(1 for t in self._heap if not t.cancelled)
+
+
+MIN_EVERY = 0.001  # a repeating timer of 0 s would leave the loop no time to sleep
+
+
+def checked_delay(seconds: float, least: float, most: float) -> float:
+    """A user's timer delay, checked where it is set: a NaN or a huge one would reach
+    select() as its timeout, where the error would be the master's, not the caller's."""
+    if not (math.isfinite(seconds) and least <= seconds <= most):
+        raise ValueError(f"seconds must be in {least:g}..{most:g}, got {seconds}")
+    return seconds

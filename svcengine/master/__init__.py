@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..signals import PRESETS, Command, SignalPipe
-from ..timers import Timer, Timers, now
+from ..timers import MIN_EVERY, Timer, Timers, checked_delay, now
 from ..unix import linux as _linux
 from ..unix import log as logsetup
 from ..unix import proctitle
@@ -26,7 +26,7 @@ from ..unix.systemd import Notifier, watchdog_interval
 from . import commands, mold, requests
 from .changes import Changes
 from .handles import ExitStatus
-from .health import Health
+from .health import Health, heartbeat_interval
 from .host import Server
 from .launchers import Launcher
 from .lifecycle import Lifecycle
@@ -46,11 +46,6 @@ __all__ = ["MAX_FAILED_TURNS", "LoopStuck", "Master", "Phase"]
 log = logging.getLogger("svcengine.master")
 
 NOTIFY_RETRY = 0.05  # seconds between retries while systemd's notify queue is full
-
-
-def heartbeat_interval(cfg: config.Config) -> float | None:
-    """How often the master reads the heartbeat cells: never without a timeout to check."""
-    return cfg.worker_heartbeat_interval if cfg.worker_heartbeat_timeout else None
 
 
 class Master:
@@ -292,7 +287,9 @@ class Master:
 
     # --- periodic work for users ----------------------------------------------------------
     def every(self, seconds: float, fn: Callable[[], object]) -> Timer:
-        return self.loop.timers.every(seconds, guarded(fn))
+        return self.loop.timers.every(
+            checked_delay(seconds, MIN_EVERY, config.MAX_SECONDS), guarded(fn)
+        )
 
     def after(self, seconds: float, fn: Callable[[], object]) -> Timer:
-        return self.loop.timers.after(seconds, guarded(fn))
+        return self.loop.timers.after(checked_delay(seconds, 0.0, config.MAX_SECONDS), guarded(fn))

@@ -89,6 +89,11 @@ def serving(pool: Pool, phase: Phase) -> tuple[bool, str]:
     return False, "no worker is ready"
 
 
+def heartbeat_interval(cfg: Config) -> float | None:
+    """How often the master reads the heartbeat cells: never without a timeout to check."""
+    return cfg.worker_heartbeat_interval if cfg.worker_heartbeat_timeout else None
+
+
 class Health:
     """The heartbeat check and the watchdog ping: two timers, armed only when configured
     (no timer, no wakeup), both asking assess()."""

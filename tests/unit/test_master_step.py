@@ -318,3 +318,18 @@ def test_a_reload_whose_new_workers_never_get_ready_is_abandoned_after_reload_ti
     assert [w.key for w in k.master.pool.current()] == old  # the previous workers serve on
     assert "not ready within 20s (reload_timeout)" in k.master.status_text()
     assert k.launcher.generations == ["begin", "abandon"]
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, 1e12])
+def test_user_timers_out_of_bounds_are_refused_where_they_are_set(kit, seconds):
+    """server.every()/after() from a hook: a NaN, infinite, negative or huge delay used to
+    reach select() as its timeout and end the master; now the hook's own call raises."""
+    k = kit()
+    with pytest.raises(ValueError, match="seconds"):
+        k.master.after(seconds, lambda: None)
+    with pytest.raises(ValueError, match="seconds"):
+        k.master.every(seconds, lambda: None)
+    with pytest.raises(ValueError, match="seconds"):
+        k.master.every(0.0, lambda: None)  # a repeating timer of 0 s would spin the loop
+    k.all_ready()
+    assert k.master.phase is Phase.RUNNING
