@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -16,80 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import HERE, children_of, wait_for, wait_gone
+from daemonkit import daemon_factory
+from harness import children_of, wait_for, wait_gone
 
 NOBODY = pwd.getpwnam("nobody")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-class Daemon:
-    def __init__(self, tmp: Path, worker: str = "apps:Idle", workers: int = 2, extra: str = ""):
-        self.tmp = tmp
-        self.pid_path = tmp / "app.pid"
-        self.log_path = tmp / "app.log"
-        self.config = tmp / "app.toml"
-        self.config.write_text(
-            f'worker = "{worker}"\nworkers = {workers}\npython_path = ["{HERE}"]\n'
-            f'pid_path = "{self.pid_path}"\nlog = "{self.log_path}"\nlog_level = "debug"\n'
-            f'start_worker_delay_rand = 0.0\nname = "dtest"\n{extra}'
-        )
-
-    def start(self, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "svcengine",
-                "--daemonize",
-                "--config",
-                str(self.config),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "SVC_TEST_DIR": str(self.tmp)},
-        )
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "svcengine", "ctl", "--pid", str(self.pid_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-
-    @property
-    def pid(self) -> int:
-        return int(self.pid_path.read_text())
-
-    def status(self) -> dict:
-        r = self.ctl("status", "--json")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    def worker_pids(self) -> set[int]:
-        return {w["pid"] for w in self.status()["workers"] if w["pid"]}
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-
 @pytest.fixture
 def daemon(tmp_path):
-    made: list[Daemon] = []
-
-    def make(**kw) -> Daemon:
-        d = Daemon(tmp_path, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.pid_path.exists():
-            d.ctl("quit")
+    yield from daemon_factory(tmp_path, "dtest")
 
 
 def _stat_fields(pid: int) -> list[str]:

@@ -4,10 +4,8 @@ proves who it is, and a second instance never steals a live unix socket path."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import re
 import signal
 import socket
 import subprocess
@@ -18,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import HERE, Service, alive, wait_for, wait_gone
+from daemonkit import Daemon, daemon_factory, run_svcengine
+from harness import Service, alive, wait_for, wait_gone
 
 PRESETS = ["svcengine", "serverengine", "unicorn"]
 NOBODY = pwd.getpwnam("nobody")
@@ -27,72 +26,9 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 SYSTEM_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 
-class Daemon:
-    def __init__(self, tmp: Path, worker: str = "apps:Idle", workers: int = 2, extra: str = ""):
-        self.tmp = tmp
-        self.pid_path = tmp / "app.pid"
-        self.log_path = tmp / "app.log"
-        self.config = tmp / "app.toml"
-        self.config.write_text(
-            f'worker = "{worker}"\nworkers = {workers}\npython_path = ["{HERE}"]\n'
-            f'pid_path = "{self.pid_path}"\nlog = "{self.log_path}"\nlog_level = "debug"\n'
-            f'start_worker_delay_rand = 0.0\nname = "hctl"\n{extra}'
-        )
-
-    def start(self, *extra: str) -> subprocess.CompletedProcess:
-        return run_svcengine("--daemonize", "--config", str(self.config), *extra, cwd=self.tmp)
-
-    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return run_svcengine("ctl", "--pid", str(self.pid_path), *args, timeout=timeout)
-
-    @property
-    def pid(self) -> int:
-        return int(self.pid_path.read_text())
-
-    def status(self) -> dict:
-        r = self.ctl("status", "--json")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    def worker_pids(self) -> set[int]:
-        return {w["pid"] for w in self.status()["workers"] if w["pid"]}
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def wait_log(self, pattern: str, since: int = 0, timeout: float = 15) -> None:
-        wait_for(lambda: re.search(pattern, self.log()[since:], re.M), timeout, pattern)
-
-
-def run_svcengine(
-    *args: str, timeout: float = 60, python: str = sys.executable, **kw
-) -> subprocess.CompletedProcess:
-    kw.setdefault("env", {**os.environ, "SVC_TEST_DIR": str(kw.get("cwd") or "/")})
-    return subprocess.run(
-        [python, "-m", "svcengine", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        **kw,
-    )
-
-
 @pytest.fixture
 def daemon(tmp_path):
-    made: list[Daemon] = []
-
-    def make(sub: str = "", **kw) -> Daemon:
-        where = tmp_path / sub if sub else tmp_path
-        where.mkdir(exist_ok=True)
-        d = Daemon(where, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.pid_path.exists():
-            d.ctl("quit")
+    yield from daemon_factory(tmp_path, "hctl")
 
 
 def one_line(stderr: str) -> str:
