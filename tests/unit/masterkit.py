@@ -13,6 +13,8 @@ import itertools
 import os
 import signal
 import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,3 +183,29 @@ class Kit:
 def saved_signals() -> dict[int, Any]:
     sigs = {s for preset in PRESETS.values() for s in preset}
     return {s: signal.getsignal(s) for s in sigs}
+
+
+def kit_factory(tmp_path: Any, after_beats: bool = False) -> Iterator[Callable[..., Kit]]:
+    """The body of a `kit` fixture: make(real_launcher=False, worker_class=None, **cfg)
+    starts a Kit's master; all are closed and the signal handlers restored at the end.
+    after_beats: the fake clock starts after every heartbeat cell's (real) stamp."""
+    saved = saved_signals()
+    made: list[Kit] = []
+
+    def make(real_launcher: bool = False, worker_class: type | None = None, **cfg: Any) -> Kit:
+        k = Kit(str(tmp_path), **cfg)
+        if after_beats:
+            k.clock.t = time.monotonic() + 1000.0
+        if real_launcher:
+            k.master.workers.launcher = None  # start() asks for_type() for the real one
+            k.server.worker_class = worker_class
+        k.master.start()
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.master.close()
+        k.notify_socket.sock.close()
+    for s, handler in saved.items():
+        signal.signal(s, handler)

@@ -11,7 +11,7 @@ import logging
 import signal
 
 import pytest
-from masterkit import Kit, saved_signals
+from masterkit import kit_factory
 
 from svcengine.master.phase import Phase
 from svcengine.master.pool import SlotState
@@ -19,21 +19,7 @@ from svcengine.master.pool import SlotState
 
 @pytest.fixture
 def kit(tmp_path):
-    saved = saved_signals()
-    made: list[Kit] = []
-
-    def make(**cfg) -> Kit:
-        k = Kit(str(tmp_path), **cfg)
-        k.master.start()
-        made.append(k)
-        return k
-
-    yield make
-    for k in made:
-        k.master.close()
-        k.notify_socket.sock.close()
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+    yield from kit_factory(tmp_path)
 
 
 def test_start_forks_the_pool_and_announces_ready_once(kit):

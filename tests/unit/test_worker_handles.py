@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from masterkit import Kit, saved_signals
+from masterkit import Kit, kit_factory
 
 from svcengine.child import DUMP_SIGNAL
 from svcengine.master import health
@@ -69,25 +69,7 @@ def test_a_thread_key_is_never_a_pid():
 
 @pytest.fixture
 def kit(tmp_path) -> Iterator[Callable[..., Kit]]:
-    saved = saved_signals()
-    made: list[Kit] = []
-
-    def make(real_launcher: bool = False, worker_class: type | None = None, **cfg) -> Kit:
-        k = Kit(str(tmp_path), **cfg)
-        k.clock.t = time.monotonic() + 1000.0  # after every heartbeat cell's stamp
-        if real_launcher:
-            k.master.workers.launcher = None  # start() asks for_type() for the real one
-            k.server.worker_class = worker_class
-        k.master.start()
-        made.append(k)
-        return k
-
-    yield make
-    for k in made:
-        k.master.close()
-        k.notify_socket.sock.close()
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+    yield from kit_factory(tmp_path, after_beats=True)
 
 
 def test_a_hung_worker_is_hung_not_starting_nor_ready(kit):
