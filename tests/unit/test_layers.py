@@ -146,3 +146,22 @@ def test_start_up_import_budget() -> None:
         "svcengine.threads",
     }
     assert not loaded & never
+
+
+MAX_MODULE_LINES = 300
+MAX_CLASS_LINES = 250
+
+
+def test_no_module_over_300_lines_and_no_class_over_250() -> None:
+    """Small modules, one concern each (issue 13): a module that grows past this is split."""
+    too_long = []
+    for name, path in modules().items():
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"svcengine.{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    too_long.append(f"svcengine.{name}.{node.name}: class of {size} lines")
+    assert not too_long, too_long
