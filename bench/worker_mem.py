@@ -171,7 +171,9 @@ def main() -> int:
         line += f" (each USS {[w['USS'] for w in ws]})"
         if mold:
             line += f"; mold USS {mold[0]['USS']} PSS {mold[0]['Pss']}"
-        print(line + f"; master PSS {master['Pss']} kB", flush=True)
+        total = master["Pss"] + sum(w["Pss"] for w in ws) + sum(m["Pss"] for m in mold)
+        line += f"; master PSS {master['Pss']} kB; total PSS {total / 1024:.1f} MiB"
+        print(line if args.workers <= 8 else re.sub(r" \(each USS \[.*?\]\)", "", line), flush=True)
         maps = r.get("maps")
         if isinstance(maps, dict):
             for name, kb in sorted(maps.items(), key=lambda kv: -kv[1]):
