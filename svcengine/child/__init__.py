@@ -8,6 +8,7 @@ can deadlock) and a master that dies is noticed within one read() call.
 
 from __future__ import annotations
 
+import _thread
 import faulthandler
 import logging
 import os
@@ -15,7 +16,6 @@ import select
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -102,8 +102,12 @@ class Runtime:
         self._on_reload()
 
     def start_watcher(self) -> None:
-        """Act on signals and the life pipe from a thread; they reach the bound worker."""
-        threading.Thread(target=self._watch, name="svcengine-watcher", daemon=True).start()
+        """Act on signals and the life pipe from a thread; they reach the bound worker.
+
+        A bare _thread, not a threading.Thread: a forked worker would copy the pages of
+        all the threading code and objects a Thread touches (~135 kB of private memory
+        each). It is never joined, as a daemon thread; it ends with the process."""
+        _thread.start_new_thread(self._watch, ())
 
     def ready(self) -> None:
         if not self._is_ready:

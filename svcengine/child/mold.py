@@ -39,6 +39,7 @@ from ..unix import log as logsetup
 from ..unix import proctitle
 from ..worker import Worker
 from .boot import boot_error, exit_code, import_worker
+from .warm import warm
 
 log = logging.getLogger("svcengine.master")
 
@@ -80,6 +81,7 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
     if cls is not None:
         spec.on_ready()
     warn_threads("the mold forks workers", "the app's import left it")
+    warm(cls)  # what each worker would do first, done once here: its pages stay shared
     gc.collect()
     gc.freeze()  # what exists now stays in the shared pages: no collection touches it
     sock.send(b"ready" + (b" " + note.encode("utf-8", "replace")[:3000] if note else b""))

@@ -89,6 +89,7 @@ def test_the_app_is_imported_once_in_the_mold_and_workers_are_the_masters(servic
     assert all(ppid(w) == svc.pid for w in workers)  # re-parented: the master reaps them
     svc.wait_log(rf"after_mold_ready in pid {mold}$", since_mark=False)
     wait_for(lambda: svc.log_text().count("runs version v1") == 3, 10, "3 workers running")
+    assert "rehearsal" not in svc.log_text()  # the mold's warm-up (child/warm.py) logs nothing
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
     assert not wait_gone({mold, *workers}, 5)
