@@ -38,14 +38,14 @@ def mem_svcengine(b: More, variant: str = "http") -> dict[str, float]:
     argv = svc.argv(
         "--foreground", "--config", cfg, "--name", "bench-mem", "--log", d / "svcengine.log"
     )
-    return measured(b, d, argv, {}, "NOTIFY_SOCKET", "svcengine READY=1", ready_notified)
+    return measured(b, d, argv, {}, "NOTIFY_SOCKET", "svcengine READY=1", ready_notified, svc)
 
 
 def mem_peer(b: More, peer: Peer) -> dict[str, float]:
     """A peer's 4 HTTP workers on a loopback port, measured once their 4 markers came."""
     d = b.newdir(f"{peer.tag}-mem")
     argv, env = peer.argv_env(d, 4, free_port())
-    return measured(b, d, argv, env, "SVCBENCH_MARKER", f"{peer.name} 4 workers", four_ready)
+    return measured(b, d, argv, env, "SVCBENCH_MARKER", f"{peer.name} 4 workers", four_ready, peer)
 
 
 def ready_notified(inbox: Inbox, master: int) -> bool:
@@ -64,6 +64,7 @@ def measured(
     inbox_var: str,
     what: str,
     ready: Callable[[Inbox, int], bool],
+    peer: Peer,
 ) -> dict[str, float]:
     """Start ``argv`` with an inbox in ``$inbox_var``, wait until ``ready``, measure, end it."""
     inbox = Inbox(str(d / ("n.sock" if inbox_var == "NOTIFY_SOCKET" else "m.sock")))
@@ -79,20 +80,23 @@ def measured(
             )
         pid = p.pid
         inbox.wait(lambda: ready(inbox, pid), 60, what, p)
-        return measure(b, pid, 4)
+        return measure(b, pid, 4, peer)
     finally:
         if p is not None:
             b.t.end_tree(p.pid)
         inbox.close()
 
 
-def measure(b: More, master: int, n: int) -> dict[str, float]:
+def measure(b: More, master: int, n: int, peer: Peer) -> dict[str, float]:
+    """The master's workers, and the rest of its pool (a mold) counted with the master."""
     time.sleep(b.args.settle * 2)
-    workers = children(master)
-    b.t.seen.update(workers)
+    kids = children(master)
+    b.t.seen.update(kids)
+    workers = [p for p in kids if peer.is_worker(p)]
     if len(workers) != n:
-        b.note(f"memory: master {master} has {len(workers)} children, expected {n}")
-    m = memory_of(master, workers)
+        b.note(f"memory: master {master} has {len(workers)} workers, expected {n}")
+    m = memory_of(master, workers, [p for p in kids if p not in workers])
+    m["master_pss"] += m["helpers_pss"]  # the pool's fixed cost: master (+ mold)
     with contextlib.suppress(OSError):
         m["master_threads"] = len(os.listdir(f"/proc/{master}/task"))
     return m
@@ -129,7 +133,7 @@ def memory(b: More) -> None:
     res = {k: v for k, v in res.items() if not k.startswith("svcengine ")}
     for key, title in (
         ("master_rss", "memory, 4 idle HTTP workers: master RSS"),
-        ("master_pss", "memory, 4 idle HTTP workers: master PSS"),
+        ("master_pss", "memory, 4 idle HTTP workers: master PSS (svcengine: + its mold)"),
         ("worker_pss", "memory, 4 idle HTTP workers: PSS per worker, mean"),
         ("worker_rss", "memory, 4 idle HTTP workers: RSS per worker, mean (context)"),
         ("total_pss", "memory, 4 idle HTTP workers: total PSS, master + workers"),

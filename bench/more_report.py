@@ -117,10 +117,12 @@ def report(res: dict[str, Any], lines: list[str], b: More, args: argparse.Namesp
         "`/proc/PID/smaps_rollup`. PSS splits each shared page between the processes sharing "
         "it, so master + workers PSS is what the service really costs. "
         "`examples/http_worker.py` imports `http.server` (which pulls in `email`, `html`, "
-        "`mimetypes`, `socketserver`) in every worker after the fork, while gunicorn's master "
+        "`mimetypes`, `socketserver`) once, in svcengine's mold (a child of the master that "
+        "forks every worker; its PSS is added to the master's row), while gunicorn's master "
         "has imported gunicorn's own HTTP code before forking and `bench/apps/hello.py` imports "
-        "nothing; the two context rows (svcengine with `preload = true`, and svcengine running "
-        "`bench/apps/idle.py`) separate that from svcengine's own cost.",
+        "nothing; the two context rows (svcengine with `preload = true`: imported in the "
+        "master, and svcengine running `bench/apps/idle.py`) separate that from svcengine's "
+        "own cost.",
         *(
             [
                 "- Ruby peers (Debian's packages): Unicorn runs `bench/apps/hello.ru` with "
