@@ -359,9 +359,10 @@ def main() -> int:
             + ", ".join(f"{k} {v:.0f}%" for k, v in load.get("phases_pct", {}).items())
         )
     src.append(
-        "Memory: examples/http_worker.py imports http.server in each worker after the fork; "
-        "with preload = true it is imported once, before the fork (gunicorn imports its own "
-        "HTTP code in the master)."
+        "Memory: examples/http_worker.py imports http.server once, in svcengine's mold (a "
+        "child of the master that forks the workers; counted with the master); with "
+        "preload = true in the master itself (gunicorn imports its own HTTP code in the "
+        "master)."
     )
     src.append("Method and every number: docs/benchmarks.md, docs/benchmarks-more.md.")
     notes_ax.text(
