@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from .. import channel
 from ..config import Config
-from ..spawn import warn_threads
+from ..spawn import ForkContext, boot_forked, warn_threads
 from ..unix import linux as _linux
 from ..unix import log as logsetup
 from ..unix import proctitle
@@ -59,6 +59,24 @@ class MoldSpec:
     on_ready: Callable[[], object]  # the after_mold_ready hook
     # a forked worker's boot (spawn.boot with what the mold knows bound in)
     boot: Callable[[int, int, int, type[Worker] | None], int]
+
+
+def spec_from(ctx: ForkContext, generation: int, life_fd: int) -> MoldSpec:
+    """The mold's spec, with a worker's boot bound to what it inherited."""
+
+    def boot(worker_id: int, beat_index: int, status_fd: int, cls: type[Worker] | None) -> int:
+        return boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, cls)
+
+    return MoldSpec(
+        generation=generation,
+        config=ctx.config,
+        master_pid=ctx.master_pid,
+        worker_class=ctx.worker_class,
+        heartbeats=ctx.heartbeats,
+        life_fd=life_fd,
+        on_ready=ctx.after_mold_ready,
+        boot=boot,
+    )
 
 
 def title(name: str, generation: int) -> str:

@@ -20,14 +20,13 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from .. import spawn
 from ..child import mold as child_mold
 from ..timers import Timer
 from ..unix import linux as _linux
-from ..worker import Worker
 from .handles import ExitStatus
 from .launchers import Launcher, LaunchHost, ProcessLauncher, Started, for_type, fork_context
 from .loop import Loop
@@ -47,7 +46,6 @@ class Mold:
     ready: bool = False
     note: str = ""
     workers: int = 0  # forked so far
-    buf: bytearray = field(default_factory=bytearray)
 
 
 class MoldHost(LaunchHost, Protocol):
@@ -87,6 +85,7 @@ class MoldLauncher(ProcessLauncher):
         self.generation = 0
         self._retry: Timer | None = None
         self._closed = False
+        self._stopped: set[int] = set()  # molds we killed: their exit is no news
 
     # --- Launcher ---------------------------------------------------------------------
     def can_start(self) -> bool:
@@ -115,10 +114,17 @@ class MoldLauncher(ProcessLauncher):
 
     def fds(self) -> list[int]:
         """Our ends of the molds' sockets: the master's alone, closed in every child."""
-        return [m.sock.fileno() for m in (self.current, self.previous) if m is not None]
+        return [
+            m.sock.fileno()
+            for m in (self.current, self.previous)
+            if m is not None and m.sock.fileno() >= 0
+        ]
 
     def reaped(self, pid: int, status: ExitStatus) -> bool:
         """True if `pid` was a mold (ours to replace), not a worker."""
+        if pid in self._stopped:
+            self._stopped.discard(pid)
+            return True
         for m in (self.current, self.previous):
             if m is not None and m.pid == pid:
                 self._forget(m)
@@ -199,7 +205,7 @@ class MoldLauncher(ProcessLauncher):
             if life_fd is None:
                 return 1
             os.close(ctx.heartbeats.fd)  # the mapping stays; the fd was only for spawn
-            return child_mold.run(_spec(ctx, generation, life_fd), theirs)
+            return child_mold.run(child_mold.spec_from(ctx, generation, life_fd), theirs)
 
         spawn.warn_threads(f"forking the mold gen {self.generation}")
         gc.freeze()  # the master's own objects: a collection here never unshares their pages
@@ -262,30 +268,16 @@ class MoldLauncher(ProcessLauncher):
 
     def _stop(self, m: Mold) -> None:
         self._forget(m)
+        self._stopped.add(m.pid)
         _kill(m.pid)  # it holds nothing to save; its exit is reaped as any child's
 
     def _forget(self, m: Mold) -> None:
+        """No more requests to this mold: until it is reaped (and replaced, if current)
+        can_start() is false."""
+        m.ready = False
         if m.sock.fileno() >= 0:
             self.loop.unregister(m.sock.fileno())
             m.sock.close()
-
-
-def _spec(ctx: spawn.ForkContext, generation: int, life_fd: int) -> child_mold.MoldSpec:
-    """The mold's spec, with a worker's boot bound to what it inherited."""
-
-    def boot(worker_id: int, beat_index: int, status_fd: int, cls: type[Worker] | None) -> int:
-        return spawn.boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, cls)
-
-    return child_mold.MoldSpec(
-        generation=generation,
-        config=ctx.config,
-        master_pid=ctx.master_pid,
-        worker_class=ctx.worker_class,
-        heartbeats=ctx.heartbeats,
-        life_fd=life_fd,
-        on_ready=ctx.after_mold_ready,
-        boot=boot,
-    )
 
 
 def _kill(pid: int) -> None:
