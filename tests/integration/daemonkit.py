@@ -68,8 +68,9 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def wait_log(self, pattern: str, since: int = 0, timeout: float = 15) -> None:
-        wait_for(lambda: re.search(pattern, self.log()[since:], re.M), timeout, pattern)
+    def wait_log(self, pattern: str, since: int = 0, timeout: float = 15) -> re.Match:
+        """The first match of `pattern` in the log after offset `since`, once there."""
+        return wait_for(lambda: re.search(pattern, self.log()[since:], re.M), timeout, pattern)
 
 
 def daemon_factory(tmp_path: Path, name: str):

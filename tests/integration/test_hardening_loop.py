@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import daemonkit
 import pytest
-from harness import HERE, Service, alive, children_of, wait_for, wait_gone
+from harness import Service, alive, children_of, wait_for, wait_gone
 
 from svcengine import control
 from svcengine.cli import client
@@ -164,19 +165,11 @@ def test_hup_before_first_ready_still_runs_the_first_ready_actions(service):
     _stop(svc)
 
 
-class Daemon:
-    """svcengine --daemonize, its launcher run as a subprocess."""
+class Daemon(daemonkit.Daemon):
+    """svcengine --daemonize, its launcher run as a subprocess we can watch."""
 
     def __init__(self, tmp: Path, worker: str, workers: int = 1, extra: str = "") -> None:
-        self.tmp = tmp
-        self.pid_path = tmp / "app.pid"
-        self.log_path = tmp / "app.log"
-        self.config = tmp / "app.toml"
-        self.config.write_text(
-            f'worker = "{worker}"\nworkers = {workers}\npython_path = ["{HERE}"]\n'
-            f'pid_path = "{self.pid_path}"\nlog = "{self.log_path}"\nlog_level = "debug"\n'
-            f'start_worker_delay_rand = 0.0\nname = "loop"\n{extra}'
-        )
+        super().__init__(tmp, worker, workers, extra, name="loop")
         self.launcher: subprocess.Popen | None = None
 
     def start(self, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -194,14 +187,9 @@ class Daemon:
         self.stderr.seek(0)
         return self.stderr.read()
 
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def wait_log(self, pattern: str, timeout: float = 15) -> re.Match:
-        return wait_for(lambda: re.search(pattern, self.log()), timeout, f"/{pattern}/")
-
     @property
     def pid(self) -> int:
+        """Once the daemon wrote its pidfile."""
         return int(
             wait_for(lambda: self.pid_path.exists() and self.pid_path.read_text(), 15, "pid")
         )
