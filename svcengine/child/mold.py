@@ -31,7 +31,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import channel
 from ..config import Config
 from ..spawn import ForkContext, boot_forked, warn_threads
 from ..unix import linux as _linux
@@ -54,7 +53,6 @@ class MoldSpec:
     config: Config
     master_pid: int
     worker_class: type[Worker] | None  # preload: the master's; else imported here
-    heartbeats: channel.Heartbeats
     life_fd: int
     on_ready: Callable[[], object]  # the after_mold_ready hook
     # a forked worker's boot (spawn.boot with what the mold knows bound in)
@@ -72,7 +70,6 @@ def spec_from(ctx: ForkContext, generation: int, life_fd: int) -> MoldSpec:
         config=ctx.config,
         master_pid=ctx.master_pid,
         worker_class=ctx.worker_class,
-        heartbeats=ctx.heartbeats,
         life_fd=life_fd,
         on_ready=ctx.after_mold_ready,
         boot=boot,

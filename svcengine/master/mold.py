@@ -184,7 +184,13 @@ class MoldLauncher(ProcessLauncher):
         m = self.current
         if m is None:
             return None
-        return {"pid": m.pid, "generation": m.generation, "ready": m.ready, "forked": m.workers}
+        return {
+            "pid": m.pid,
+            "generation": m.generation,
+            "ready": m.ready,
+            "forked": m.workers,
+            "import_error": m.note or None,  # each worker then imports (and fails) itself
+        }
 
     # --- the mold process -------------------------------------------------------------
     def _replace(self) -> None:
