@@ -191,6 +191,7 @@ def boot_forked(
     beat_index: int,
     status_fd: int,
     worker_class: type[Worker] | None,
+    adopted: Callable[[], bool] = lambda: True,
 ) -> int:
     """boot() in a process forked from the master or from its mold (what ctx handed down)."""
     return boot(
@@ -204,6 +205,7 @@ def boot_forked(
         worker_class=worker_class,
         after_fork=ctx.after_fork,
         unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),  # nothing blocked
+        adopted=adopted,
     )
 
 
@@ -247,8 +249,12 @@ def boot(
     worker_class: type[Worker] | None,
     after_fork: Callable[[Any], None],
     unblock: Callable[[], object],
+    adopted: Callable[[], bool] = lambda: True,
 ) -> int:
-    """The worker's life from here on, in a forked or a freshly spawned process."""
+    """The worker's life from here on, in a forked or a freshly spawned process.
+
+    `adopted` runs between construct() and READY (a mold's worker waits there to be the
+    master's child): False means the master is gone and the worker must not serve."""
     logsetup.set_label(f"worker[{worker_id}]")
     proctitle.set_title(proctitle.worker_title(cfg.name, worker_id, cfg.worker_process_name))
     for stream in (sys.stdout, sys.stderr):
@@ -274,5 +280,7 @@ def boot(
     except BaseException as exc:
         log.error("worker %d failed to boot:\n%s", worker_id, traceback.format_exc().rstrip())
         channel.send(status_fd, channel.BOOT_FAILED, boot_error(exc))
+        return 1
+    if not adopted():
         return 1
     return serve(runtime, worker)

@@ -9,7 +9,9 @@ reads its status pipe as it would a worker it forked itself.
 
 The orphan guarantee at every step: the mold has PDEATHSIG and the life pipe; a new
 worker arms PDEATHSIG only once the master is its parent (and checks getppid() after),
-and its watcher reads the life pipe from the start, which covers the gap between.
+and its watcher reads the life pipe from the start, which covers the gap between. The
+worker boots while the middle process exits (its address space takes a while to tear
+down) and waits for that only before READY: the wait is seldom still there by then.
 
 Requests and answers are SOCK_SEQPACKET messages, one per packet:
   master -> mold   `fork WORKER_ID BEAT_INDEX` with the status pipe's write end attached
@@ -21,6 +23,7 @@ Requests and answers are SOCK_SEQPACKET messages, one per packet:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -55,15 +58,22 @@ class MoldSpec:
     worker_class: type[Worker] | None  # preload: the master's; else imported here
     life_fd: int
     on_ready: Callable[[], object]  # the after_mold_ready hook
-    # a forked worker's boot (spawn.boot with what the mold knows bound in)
-    boot: Callable[[int, int, int, type[Worker] | None], int]
+    # a forked worker's boot (spawn.boot with what the mold knows bound in); its last
+    # argument is called before READY: False if the worker must not serve
+    boot: Callable[[int, int, int, type[Worker] | None, Callable[[], bool]], int]
 
 
 def spec_from(ctx: ForkContext, generation: int, life_fd: int) -> MoldSpec:
     """The mold's spec, with a worker's boot bound to what it inherited."""
 
-    def boot(worker_id: int, beat_index: int, status_fd: int, cls: type[Worker] | None) -> int:
-        return boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, cls)
+    def boot(
+        worker_id: int,
+        beat_index: int,
+        status_fd: int,
+        cls: type[Worker] | None,
+        adopted: Callable[[], bool],
+    ) -> int:
+        return boot_forked(ctx, life_fd, worker_id, beat_index, status_fd, cls, adopted)
 
     return MoldSpec(
         generation=generation,
@@ -99,6 +109,10 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
     warm(cls)  # what each worker would do first, done once here: its pages stay shared
     gc.collect()
     gc.freeze()  # what exists now stays in the shared pages: no collection touches it
+    # the middle process only forks and leaves: CPython's at-fork work in it is waste,
+    # and skipping it is safe while no other thread can hold a lock (the app's import
+    # may have started one: warned above)
+    fork = _linux.fork_bare if _linux.single_threaded() else os.fork
     sock.send(b"ready" + (b" " + note.encode("utf-8", "replace")[:3000] if note else b""))
     while True:
         readable, _, _ = select.select([sock.fileno(), spec.life_fd], [], [])
@@ -113,7 +127,7 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
         if data == b"sync":
             sock.send(b"ok")  # every middle process before it has been reaped
             continue
-        answer, middle = _answer(spec, sock, data, fds, cls)
+        answer, middle = _answer(spec, _Order(sock, 0, 0, -1, cls, fork), data, fds)
         sock.send(answer)
         if middle:
             # after the answer: the master goes on while the middle process tears down.
@@ -132,17 +146,19 @@ class _Order:
     beat_index: int
     status_fd: int
     cls: type[Worker] | None
+    fork: Callable[[], int]  # how the mold forks the middle process
 
 
-def _answer(
-    spec: MoldSpec, sock: socket.socket, data: bytes, fds: list[int], cls: type[Worker] | None
-) -> tuple[bytes, int]:
+def _answer(spec: MoldSpec, base: _Order, data: bytes, fds: list[int]) -> tuple[bytes, int]:
     """The answer to one request, and the middle process still to reap (0: none)."""
     try:
         verb, worker_id, beat_index = data.decode().split()
         if verb != "fork" or len(fds) != 1:
             raise ValueError(f"bad request {data[:80]!r}")
-        pid, middle = _fork_worker(spec, _Order(sock, int(worker_id), int(beat_index), fds[0], cls))
+        order = dataclasses.replace(
+            base, worker_id=int(worker_id), beat_index=int(beat_index), status_fd=fds[0]
+        )
+        pid, middle = _fork_worker(spec, order)
     except (OSError, ValueError) as exc:
         return b"error " + str(exc).encode("utf-8", "replace")[:3000], 0
     finally:
@@ -155,7 +171,7 @@ def _fork_worker(spec: MoldSpec, order: _Order) -> tuple[int, int]:
     """Fork twice: the worker's pid (once the middle process said it), and the middle's."""
     report_r, report_w = _linux.pipe()
     try:
-        middle = os.fork()
+        middle = order.fork()
     except OSError:
         os.close(report_r)
         os.close(report_w)
@@ -195,7 +211,7 @@ def _middle(spec: MoldSpec, order: _Order, report_w: int) -> None:
 
 
 def _worker(spec: MoldSpec, order: _Order) -> None:
-    """The new worker: wait to be the master's child, arm PDEATHSIG, boot."""
+    """The new worker: boot; before READY, wait to be the master's child, arm PDEATHSIG."""
     code = 1
     try:
         try:
@@ -203,8 +219,11 @@ def _worker(spec: MoldSpec, order: _Order) -> None:
         except OSError:
             pass
         order.sock.close()
-        if _reparented(spec.master_pid) and _arm(spec.config, spec.master_pid):
-            code = spec.boot(order.worker_id, order.beat_index, order.status_fd, order.cls)
+
+        def adopted() -> bool:
+            return _reparented(spec.master_pid) and _arm(spec.config, spec.master_pid)
+
+        code = spec.boot(order.worker_id, order.beat_index, order.status_fd, order.cls, adopted)
     except SystemExit as exc:
         code = exit_code(exc)
     except BaseException:

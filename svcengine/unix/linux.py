@@ -49,6 +49,33 @@ def _prctl(option: int, arg: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def fork_bare() -> int:
+    """fork(2) itself, without CPython's at-fork work; os.fork() where there is no libc.
+
+    os.fork() runs the interpreter's at-fork steps and every os.register_at_fork
+    callback (threading's, logging's, random's reseed): ~0.5 ms on this kind of
+    machine, most of it page faults on pages it writes. Only for a child that runs a
+    few lines and leaves with os._exit(), forked by a process with a single thread (no
+    lock, the GIL included, can be held by a thread the child lacks). glibc's own fork
+    handlers run, so malloc and the thread id are right in the child.
+    """
+    if _libc is None:
+        return os.fork()
+    pid = int(_libc.fork())
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return pid
+
+
+def single_threaded() -> bool:
+    """One thread in this process, counting those CPython's threading module never saw."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def set_pdeathsig(signum: int) -> bool:
     """Ask the kernel to send `signum` when the forking thread's process dies.
 

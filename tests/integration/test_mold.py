@@ -9,6 +9,7 @@ so a test can tell which code a worker runs and where it was imported.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -106,6 +107,44 @@ def test_sigkill_of_the_master_takes_the_mold_and_every_worker(service, tmp_path
     svc.kill(signal.SIGKILL)
     assert svc.wait_exit(5) == -signal.SIGKILL
     assert not wait_gone({mold, *workers}, 5), "the mold or a worker outlived the master"
+
+
+REPORTS = """
+import random
+from svcengine.unix import linux as _linux
+
+
+class Reports(svcengine.Worker):
+    def run(self):
+        self.logger.info(
+            "worker %d ppid=%d pdeathsig=%d random=%d", self.worker_id, os.getppid(),
+            _linux.get_pdeathsig(), random.getrandbits(64),
+        )
+        while not self.stopping:
+            self.wait(3600)
+"""
+
+
+def test_a_worker_runs_as_the_masters_armed_child_with_its_own_random_state(service, tmp_path):
+    """The middle process skips CPython's at-fork work (child/mold.py), and a worker boots
+    before it is re-parented: still, run() starts only once the master is its parent and
+    PDEATHSIG is armed, and the worker's own fork reseeded `random` (no two alike)."""
+    write_app(tmp_path, "v1", extra=REPORTS)
+    svc = service(worker="moldapp:Reports", workers=3)
+    svc.wait_ready()
+    workers = svc.wait_workers(3)
+    os.kill(min(workers), signal.SIGKILL)  # a respawn is forked the same way
+    line = r"worker \d+ ppid=(\d+) pdeathsig=(\d+) random=(\d+)"
+
+    def four() -> list[tuple[str, str, str]] | None:
+        found = re.findall(line, svc.log_text())
+        return found if len(found) == 4 else None
+
+    found = wait_for(four, 10, "4 reports")
+    assert {(int(p), int(s)) for p, s, _ in found} == {(svc.pid, int(signal.SIGKILL))}
+    assert len({r for _, _, r in found}) == 4, found
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
 
 
 def test_sigkill_of_the_mold_makes_a_new_one_and_the_workers_serve_on(service, tmp_path):
