@@ -42,6 +42,18 @@ class Worker:
     def reload(self) -> None:
         """Called on HUP delivered to this worker."""
 
+    @classmethod
+    def warm_up(cls) -> None:
+        """Called once in the mold, after the import and `after_mold_ready`, before its
+        heap is frozen and any worker forked (not called without a mold).
+
+        Do here what each worker would otherwise do for the first time on its own: run
+        the request path once on fake input, fill a cache. CPython rewrites code as it
+        warms it and writes to every object it touches: done once here, those pages stay
+        shared by all workers, and no worker's first request pays for it. An exception
+        is logged and the workers start cold.
+        """
+
     # --- provided ----------------------------------------------------------
     @property
     def stopping(self) -> bool:

@@ -105,6 +105,7 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
             log.warning("mold could not import %s: %s (each worker will try)", cfg.worker, note)
     if cls is not None:
         spec.on_ready()
+        _warm_up(cls)
     warn_threads("the mold forks workers", "the app's import left it")
     warm(cls)  # what each worker would do first, done once here: its pages stay shared
     gc.collect()
@@ -135,6 +136,13 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
             # (launcher.settle(), before an upgrade stops the master being a subreaper)
             # is answered only once it is.
             os.waitpid(middle, 0)
+
+
+def _warm_up(cls: type[Worker]) -> None:
+    try:
+        cls.warm_up()
+    except Exception:
+        log.exception("%s.warm_up() raised; workers start cold", cls.__name__)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import ctypes
 import os
 import socket
 
-from http_worker import Handler, HttpWorker
+from http_worker import HttpWorker
 
 
 class SoakWorker(HttpWorker):
@@ -26,7 +26,6 @@ class SoakWorker(HttpWorker):
             raise RuntimeError("SoakWorker needs a listening socket: set `listen`")
         for sock in self.sockets:
             sock.setblocking(False)
-        handler = type("BoundHandler", (Handler,), {"worker_id": self.worker_id})
         path = os.path.join(os.environ["SVC_SOAK_CMD_DIR"], f"{os.getpid()}.sock")
         try:
             os.unlink(path)  # left by an earlier process with this pid, killed
@@ -45,7 +44,7 @@ class SoakWorker(HttpWorker):
                         conn, addr = obj.accept()
                     except (BlockingIOError, InterruptedError):
                         continue  # another worker took it
-                    self.serve(handler, conn, addr)
+                    self.serve(conn, addr)
         finally:
             cmd.close()
             os.unlink(path)
