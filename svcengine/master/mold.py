@@ -4,8 +4,8 @@
 the master never imports the app. A reload (HUP) makes a new mold, which imports the
 code as it is now; the previous one stays until the reload completes, so a reload that
 is abandoned goes back to it (and a respawn after that forks the code that worked). A
-mold that dies is replaced (at once, or after a second if it lived less than one);
-its workers are the master's children and serve on.
+mold that dies is replaced: at once if it was ready and lived, else after a delay that
+doubles with each quick death in a row (backoff.py); its workers serve on.
 
 Asking for a worker is synchronous: one request, one answer within ANSWER_TIMEOUT
 (two forks in the mold). Until a new mold has imported, the launcher cannot start
@@ -25,8 +25,8 @@ from typing import Protocol
 
 from .. import spawn
 from ..child import mold as child_mold
-from ..timers import Timer
 from ..unix import linux as _linux
+from .backoff import Retry
 from .handles import ExitStatus
 from .launchers import Launcher, LaunchHost, ProcessLauncher, Started, for_type, fork_context
 from .loop import Loop
@@ -34,7 +34,6 @@ from .loop import Loop
 log = logging.getLogger("svcengine.master")
 
 ANSWER_TIMEOUT = 10.0  # s for the mold's answer to one fork request
-QUICK_DEATH = 1.0  # a mold that lived less than this is replaced only after as long
 
 
 @dataclass
@@ -43,7 +42,8 @@ class Mold:
     pid: int
     sock: socket.socket
     born: float
-    ready: bool = False
+    ready: bool = False  # takes fork requests (cleared once lost)
+    was_ready: bool = False  # it imported: its death is no crash loop if it lived
     note: str = ""
     workers: int = 0  # forked so far
 
@@ -83,13 +83,13 @@ class MoldLauncher(ProcessLauncher):
         self.current: Mold | None = None
         self.previous: Mold | None = None  # the last generation's, while a reload may fail
         self.generation = 0
-        self._retry: Timer | None = None
+        self.retry = Retry(loop.timers, self.can_start)  # the next mold, after a death
         self._closed = False
         self._stopped: set[int] = set()  # molds we killed: their exit is no news
 
     # --- Launcher ---------------------------------------------------------------------
     def can_start(self) -> bool:
-        if self.current is None and self._retry is None and not self._closed:
+        if self.current is None and not self.retry.pending and not self._closed:
             self._make()
         return self.current is not None and self.current.ready
 
@@ -132,13 +132,14 @@ class MoldLauncher(ProcessLauncher):
                     self.previous = None
                     return True
                 self.current = None
-                lived = self.clock() - m.born
-                cause = str(status)
                 if self._closed:
                     return True
-                log.warning("mold gen %d (pid %d) %s; making a new one", m.generation, pid, cause)
-                delay = 0.0 if lived >= QUICK_DEATH else QUICK_DEATH
-                self._retry = self.loop.timers.after(delay, self._replace)
+                cause = str(status)
+                delay = self.retry.exited(cause, self.clock() - m.born, m.was_ready)
+                when = f" in {delay:g}s" if delay else ""
+                log.warning(
+                    "mold gen %d (pid %d) %s; making a new one%s", m.generation, pid, cause, when
+                )
                 return True
         return False
 
@@ -148,6 +149,7 @@ class MoldLauncher(ProcessLauncher):
         if self.previous is not None:
             self._stop(self.previous)
         self.previous, self.current = self.current, None
+        self.retry.cancel()  # an operator's reload need not wait out a crash loop's delay
         self.can_start()
 
     def commit_generation(self) -> None:
@@ -163,6 +165,7 @@ class MoldLauncher(ProcessLauncher):
         if self.current is not None:
             self._stop(self.current)
         self.current, self.previous = self.previous, None
+        self.retry.cancel()  # the new code's crash loop, if any, is over
 
     def settle(self) -> None:
         for m in (self.current, self.previous):
@@ -175,28 +178,27 @@ class MoldLauncher(ProcessLauncher):
     def close(self) -> None:
         """The master is leaving: its molds go with it."""
         self._closed = True
+        self.retry.cancel()
         for m in (self.current, self.previous):
             if m is not None:
                 self._stop(m)
         self.current = self.previous = None
 
     def describe(self) -> dict[str, object] | None:
+        """`ctl status`'s mold: between a death and the next mold, pid None and retry_in."""
         m = self.current
-        if m is None:
+        if m is None and not self.retry.pending:
             return None
         return {
-            "pid": m.pid,
-            "generation": m.generation,
-            "ready": m.ready,
-            "forked": m.workers,
-            "import_error": m.note or None,  # each worker then imports (and fails) itself
+            "pid": m.pid if m else None,
+            "generation": m.generation if m else None,
+            "ready": m.ready if m else False,
+            "forked": m.workers if m else 0,
+            "import_error": (m.note or None) if m else None,  # each worker imports (and fails)
+            **self.retry.status(),
         }
 
     # --- the mold process -------------------------------------------------------------
-    def _replace(self) -> None:
-        self._retry = None
-        self.can_start()  # makes the new mold; its `ready` calls the reconciler back
-
     def _make(self) -> None:
         ctx = self.context()
         self.generation += 1
@@ -220,8 +222,8 @@ class MoldLauncher(ProcessLauncher):
         except OSError as exc:
             ours.close()
             theirs.close()
-            log.error("cannot fork the mold: %s; retrying in %.0fs", exc, QUICK_DEATH)
-            self._retry = self.loop.timers.after(QUICK_DEATH, self._replace)
+            delay = self.retry.failed(f"cannot fork: {exc}")
+            log.error("cannot fork the mold: %s; retrying in %gs", exc, delay)
             return
         theirs.close()
         ours.setblocking(False)
@@ -241,10 +243,11 @@ class MoldLauncher(ProcessLauncher):
         if not data or m.ready or not data.startswith(b"ready"):
             self._forget(m)  # its exit is reaped: reaped() replaces it
             return
-        m.ready = True
+        m.ready = m.was_ready = True
         m.note = data[6:].decode("utf-8", "replace")
         log.info("mold gen %d (pid %d) ready", m.generation, m.pid)
         if m is self.current:
+            self.retry.backoff.ready()
             self.on_ready()
 
     def _ask(self, m: Mold, request: bytes, fd: int | None = None) -> bytes:

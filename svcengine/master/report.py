@@ -25,7 +25,7 @@ class StatusView:
     started_at: float
     wakeups: int
     upgrade: dict[str, Any] | None
-    mold: dict[str, object] | None = None  # the launcher's mold: pid, generation, forked
+    mold: dict[str, object] | None = None  # the launcher's mold: pid, generation, retry_in
 
 
 def status_text(pool: Pool, phase: Phase) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from harness import alive, wait_for, wait_gone
 
+from svcengine.cli import client
+
 APP = """\
 import os, threading
 import svcengine
@@ -251,5 +253,26 @@ def test_a_new_mold_whose_import_hangs_is_abandoned_after_reload_timeout(service
     svc.wait_log(r"reload abandoned: the new workers were not ready within 2s \(reload_timeout\)")
     assert not wait_gone({second}, 5)  # the hanging mold was stopped (and, below, reaped)
     wait_for(lambda: svc.molds() == {first} and svc.workers() == old_workers, 5, "the old pool")
+    svc.kill(signal.SIGTERM)
+    assert svc.wait_exit() == 0
+
+
+def test_a_mold_that_dies_at_import_is_retried_with_a_growing_delay(service, tmp_path):
+    """A crash loop (the app's import exits the mold) backs off: 1 s, 2 s, ... (capped); the
+    master answers its control socket meanwhile, `ctl status` says why, and TERM stops it."""
+    write_app(tmp_path, "v1", extra="os._exit(3)  # only the mold imports it: no worker runs")
+    svc = service(worker="moldapp:Versioned", workers=1)
+    dies = r"mold gen {} \(pid \d+\) exited with status 3; making a new one in {}s$"
+    svc.wait_log(dies.format(1, 1), since_mark=False)
+    svc.wait_log(dies.format(2, 2), since_mark=False)
+    sock = str(svc.tmp / "run" / "control.sock")
+    mold = client.request(sock, {"cmd": "status"})["mold"]
+    assert mold["last_exit"] == "exited with status 3"
+    assert mold["retries"] >= 2 and (mold["pid"] is None or not mold["ready"])
+    svc.wait_log(dies.format(3, 4), since_mark=False)  # about 3 s after the first
+    mold = client.request(sock, {"cmd": "status"})["mold"]
+    assert mold["pid"] is None and mold["retries"] == 3
+    assert 0 < mold["retry_in"] <= 4
+    assert "gen 4" not in svc.log_text()
     svc.kill(signal.SIGTERM)
     assert svc.wait_exit() == 0
