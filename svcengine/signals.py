@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Iterable
 
+from .unix import csignal
 from .unix import linux as _linux
 
 
@@ -141,7 +142,7 @@ class SignalPipe:
         """Restore default dispositions; used in a freshly forked child."""
         signal.set_wakeup_fd(-1)
         for signum in self.signums:
-            signal.signal(signum, signal.SIG_DFL)
+            csignal.set_handler(signum, signal.SIG_DFL)
         for fd in (self.rfd, self.wfd):
             try:
                 os.close(fd)

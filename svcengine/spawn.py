@@ -27,9 +27,9 @@ from .child.boot import import_worker as import_worker  # its old home: server, 
 from .config import Config
 from .protocol.env import SPAWN as SPAWN_ENV
 from .protocol.env import encode_spawn
+from .unix import csignal, proctitle, systemd
 from .unix import linux as _linux
 from .unix import log as logsetup
-from .unix import proctitle, systemd
 from .unix.privileges import Identity
 from .worker import Worker
 
@@ -95,11 +95,11 @@ def fork_child(body: Callable[[], int]) -> int:
     Every signal is blocked across fork(): one meant for the child can never run the
     parent's handlers in it; `body` unblocks once the child's own handlers are set.
     """
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+    old_mask = csignal.set_mask(signal.SIG_BLOCK, ALL_SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        csignal.set_mask(signal.SIG_SETMASK, old_mask)
         raise
     if pid == 0:
         code = 1
@@ -113,7 +113,7 @@ def fork_child(body: Callable[[], int]) -> int:
             code = 1
         finally:
             child.finish(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    csignal.set_mask(signal.SIG_SETMASK, old_mask)
     try:
         os.setpgid(pid, pid)  # as the child does: whichever runs first, no signal finds it outside
     except OSError:
@@ -151,7 +151,7 @@ def detach(ctx: ForkContext) -> int | None:
     ctx.restore_signals()
     # CPython ignores SIGPIPE at start-up: a peer that hangs up is a BrokenPipeError, not
     # a death (restore_signals() just reset it to SIG_DFL with the master's handled signals)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    csignal.set_handler(signal.SIGPIPE, signal.SIG_IGN)
     if cfg.worker_pdeathsig:
         _linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != ctx.master_pid:
@@ -204,7 +204,7 @@ def boot_forked(
         sockets=[s.sock for s in ctx.sockets],
         worker_class=worker_class,
         after_fork=ctx.after_fork,
-        unblock=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),  # nothing blocked
+        unblock=lambda: csignal.set_mask(signal.SIG_SETMASK, ()),  # nothing blocked
         adopted=adopted,
     )
 

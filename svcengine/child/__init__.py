@@ -22,6 +22,7 @@ from typing import Protocol
 
 from .. import channel
 from ..config import Config
+from ..unix import csignal
 from ..unix import linux as _linux
 from ..unix import log as logsetup
 
@@ -86,10 +87,10 @@ class Runtime:
     def install_signals(self) -> None:
         signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
         for signum in HANDLED:
-            signal.signal(signum, _noop)
+            csignal.set_handler(signum, _noop)
         # pool-size and terminal signals mean nothing to a worker
         for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
-            signal.signal(signum, signal.SIG_IGN)
+            csignal.set_handler(signum, signal.SIG_IGN)
         # stacks of every thread, written by C code even if Python is stuck
         faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
 
