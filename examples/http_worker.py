@@ -41,7 +41,9 @@ class HttpWorker(svcengine.Worker):
             raise RuntimeError("HttpWorker needs a listening socket: set `listen`")
         for sock in self.sockets:
             sock.setblocking(False)  # several workers accept on one socket
-        self.logger.info("serving HTTP on %d socket(s)", len(self.sockets))
+        # the master logs each worker that gets ready: a first log line in a new worker
+        # would copy ~0.5 MB of the mold's pages into it (docs/benchmarks.md)
+        self.logger.debug("serving HTTP on %d socket(s)", len(self.sockets))
         while not self.stopping:
             for sock in self.wait_readable(self.sockets):
                 try:

@@ -107,6 +107,9 @@ class Lifecycle:
     # --- what worker events mean (WorkerEvents) -------------------------------------------
     def worker_ready(self, w: WorkerRecord) -> None:
         h = self.host
+        # at start the "ready: N/N workers" line says it for all; later each one is news
+        level = logging.INFO if self.announced_ready else logging.DEBUG
+        log.log(level, "worker %d (%s) ready", w.worker_id, w.label)
         for old in h.pool.superseded(w.worker_id):
             h.workers.stop(old, signal.SIGTERM)
         if not self.announced_ready and h.pool.ready_count() < h.pool.target:

@@ -205,7 +205,6 @@ class Workers:
         w = self.pool.ready(key, self.host.clock())
         if w is None:
             return
-        log.debug("worker %d (%s) ready", w.worker_id, w.label)
         self.host.hooks.call("after_worker_ready", self.host.hook_server, w)
         self.events.worker_ready(w)
 
