@@ -8,10 +8,11 @@ with `pip install -e .`):
 
 Per interpreter, in a fresh process of its own:
 - idle: `time.sleep()` and nothing else, alone: USS and PSS (smaps_rollup).
-- child: a process that imports what a mold of the HTTP example holds (http.server, the
-  example, svcengine's master and mold modules), then gc.collect() + gc.freeze(), forks
-  N children that only wait in pause(): each child's USS and PSS (N children + the
-  parent share the pages), median. A worker cannot be smaller than this child.
+- the pool's shape, running nothing: a "master" (svcengine's master and mold modules
+  imported, gc.freeze()) forks a "mold" that imports the HTTP example (http.server),
+  gc.collect() + gc.freeze(), and forks N children; all of them then only wait in
+  pause(). PSS of the master and the mold, each child's USS and PSS (median). A pool
+  that runs anything at all cannot be smaller.
 - fork: the same process forks and the child writes the clock at once: fork() → first
   line of the child, median of --forks, by os.fork() and by libc's fork() (no CPython
   at-fork work).
@@ -50,27 +51,37 @@ PROBE = textwrap.dedent(
     idle.kill()
     idle.wait()
 
-    sys.path.insert(0, os.path.join(REPO, "examples"))
-    import http.server, http_worker, svcengine.master, svcengine.child.mold  # noqa: E401
+    # the pool's shape with nothing running: a master holding svcengine's master code, a
+    # mold forked from it holding the example too, children forked from the mold
+    import svcengine.master, svcengine.child.mold  # noqa: E401
     gc.collect()
     gc.freeze()
-    kids = []
-    for _ in range(CHILDREN):
-        pid = os.fork()
-        if pid == 0:
-            signal.pause()
-            os._exit(0)
-        kids.append(pid)
+    r, w = os.pipe()
+    mold = os.fork()
+    if mold == 0:
+        sys.path.insert(0, os.path.join(REPO, "examples"))
+        import http.server, http_worker  # noqa: E401
+        gc.collect()
+        gc.freeze()
+        for _ in range(CHILDREN):
+            if os.fork() == 0:
+                signal.pause()
+                os._exit(0)
+        os.write(w, b"x")
+        signal.pause()
+        os._exit(0)
+    os.read(r, 1)
     time.sleep(1.0)
+    kids = [int(p) for p in open(f"/proc/{mold}/task/{mold}/children").read().split()]
     sizes = [rollup(p) for p in kids]
     out["child"] = {k: statistics.median(s[k] for s in sizes) for k in ("uss", "pss")}
-    out["parent"] = rollup(os.getpid())
-    for p in kids:
+    out["master"] = rollup(os.getpid())
+    out["mold"] = rollup(mold)
+    for p in (*kids, mold):
         os.kill(p, signal.SIGKILL)
-        os.waitpid(p, 0)
+    os.waitpid(mold, 0)  # the children are the mold's: gone with it (init reaps them)
 
     libc = ctypes.CDLL("libc.so.6")
-    r, w = os.pipe()
     for name, fork in (("os.fork", os.fork), ("fork(2)", libc.fork)):
         lat = []
         for _ in range(FORKS):
@@ -102,14 +113,16 @@ def main() -> int:
             return 1
         rows.append(json.loads(done.stdout))
     print(
-        f"| Python | idle interpreter USS / PSS kB | forked child that runs nothing "
-        f"({args.children} + parent): USS / PSS kB | fork → child's first line: "
-        f"os.fork() / fork(2) ms |"
+        f"| Python | idle interpreter alone: USS / PSS kB | the pool's shape, running nothing "
+        f"({args.children} children): master PSS + mold PSS kB | a child: USS / PSS kB "
+        f"| fork → child's first line: os.fork() / fork(2) ms |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['version']} | {r['idle']['uss']:,} / {r['idle']['pss']:,} "
+            f"| {r['master']['pss']:,} + {r['mold']['pss']:,} = "
+            f"{r['master']['pss'] + r['mold']['pss']:,} "
             f"| {r['child']['uss']:,.0f} / {r['child']['pss']:,.0f} "
             f"| {r['os.fork']:.2f} / {r['fork(2)']:.2f} |"
         )

@@ -94,15 +94,15 @@ class Lifecycle:
             self.update_status()
 
     # --- STATUS= ---------------------------------------------------------------------
-    def status_text(self) -> str:
-        text = report.status_text(self.host.pool, self.phase)
+    def status_text(self, ready: int | None = None) -> str:
+        text = report.status_text(self.host.pool, self.phase, ready)
         if self.reload_failure and self.phase is not Phase.RELOADING:
             return f"{self.reload_failure} ({text})"
         return text
 
-    def update_status(self) -> None:
+    def update_status(self, ready: int | None = None) -> None:
         if self.phase is not Phase.STOPPING:
-            self.host.notify.status(self.status_text())
+            self.host.notify.status(self.status_text(ready))
 
     # --- what worker events mean (WorkerEvents) -------------------------------------------
     def worker_ready(self, w: WorkerRecord) -> None:
@@ -112,11 +112,12 @@ class Lifecycle:
         log.log(level, "worker %d (%s) ready", w.worker_id, w.label)
         for old in h.pool.superseded(w.worker_id):
             h.workers.stop(old, signal.SIGTERM)
-        if not self.announced_ready and h.pool.ready_count() < h.pool.target:
+        ready = h.pool.ready_count()  # nothing below changes it: counted once (O(workers))
+        if not self.announced_ready and ready < h.pool.target:
             # a start that makes progress may take longer than TimeoutStartSec= alone allows
             h.notify.extend_timeout(EXTEND_START_BY)
-        self.update_status()
-        self.check_ready()
+        self.update_status(ready)
+        self.check_ready(ready)
 
     def boot_failed(self, w: WorkerRecord, text: str) -> None:
         h = self.host
@@ -169,12 +170,14 @@ class Lifecycle:
         self.update_status()
         self.check_ready()
 
-    def check_ready(self) -> None:
+    def check_ready(self, ready: int | None = None) -> None:
         """READY=1 once every worker of the (new) generation is ready."""
         h = self.host
         if self.phase not in (Phase.STARTING, Phase.RELOADING):
             return
-        if h.pool.ready_count() < h.pool.target or h.pool.superseded():
+        if ready is None:
+            ready = h.pool.ready_count()
+        if ready < h.pool.target or h.pool.superseded():
             return
         first = not self.announced_ready
         self.announced_ready = True

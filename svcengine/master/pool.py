@@ -264,11 +264,15 @@ class Pool:
         return sum(1 for w in self.by_key.values() if w.state is state)
 
     def ready_count(self) -> int:
-        return sum(
-            1
-            for s in self.slots.values()
-            if s.worker_id < self.target and s.current and s.current.state is SlotState.READY
-        )
+        """Slots (of the target) whose current worker is ready. A plain loop: at start it
+        runs once per worker that gets ready, over every slot."""
+        n = 0
+        target, ready = self.target, SlotState.READY
+        for s in self.slots.values():
+            c = s.current
+            if c is not None and c.state is ready and s.worker_id < target:
+                n += 1
+        return n
 
     def all_retired(self) -> int | None:
         """The unrecoverable exit code, when every slot has retired with one."""

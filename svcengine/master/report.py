@@ -28,10 +28,13 @@ class StatusView:
     mold: dict[str, object] | None = None  # the launcher's mold: pid, generation, retry_in
 
 
-def status_text(pool: Pool, phase: Phase) -> str:
+def status_text(pool: Pool, phase: Phase, ready: int | None = None) -> str:
+    """STATUS=; `ready` is pool.ready_count() when the caller has just counted it."""
     if phase is Phase.PAUSED:
         return f"workers stopped on request; {pool.total_restarts} restarts"
-    text = f"{pool.ready_count()}/{pool.target} workers ready; {pool.total_restarts} restarts"
+    if ready is None:
+        ready = pool.ready_count()
+    text = f"{ready}/{pool.target} workers ready; {pool.total_restarts} restarts"
     if phase is Phase.RELOADING:
         text += "; reloading"
     return text

@@ -35,7 +35,6 @@ class WorkerEvents(Protocol):
     def worker_ready(self, w: WorkerRecord) -> None: ...
     def boot_failed(self, w: WorkerRecord, text: str) -> None: ...
     def worker_exited(self, w: WorkerRecord, cause: str, expected: bool) -> None: ...
-    def update_status(self) -> None: ...
 
 
 class WorkersHost(Protocol):
@@ -147,8 +146,7 @@ class Workers:
         self._status_fds[key] = (started.status_fd, bytearray())
         host.loop.register(started.status_fd, lambda _fd: self.on_status(key))
         log.debug("worker %d started (%s)", worker_id, w.label)
-        self.events.update_status()
-        return w
+        return w  # no STATUS=: "N/M ready; K restarts" has not changed
 
     def stop(self, w: WorkerRecord, signum: int) -> None:
         w.state = SlotState.STOPPING
