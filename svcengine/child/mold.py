@@ -3,9 +3,10 @@
 Pitchfork's design. The master never imports the worker module; the mold does, runs
 the `after_mold_ready` hook, freezes its heap (gc.freeze(): a worker's collections
 never write to the mold's objects, so their pages stay shared) and then forks a worker
-for each request the master sends. It forks twice: the middle process exits at once,
-so the worker is re-parented to the master (a child subreaper), which reaps it and
-reads its status pipe as it would a worker it forked itself.
+for each request the master sends. It forks twice (child/moldfork.py): the middle
+process exits at once, so the worker is re-parented to the master (a child
+subreaper), which reaps it and reads its status pipe as it would a worker it forked
+itself.
 
 The orphan guarantee at every step: the mold has PDEATHSIG and the life pipe; a new
 worker arms PDEATHSIG only once the master is its parent (and checks getppid() after),
@@ -14,23 +15,24 @@ worker boots while the middle process exits (its address space takes a while to 
 down) and waits for that only before READY: the wait is seldom still there by then.
 
 Requests and answers are SOCK_SEQPACKET messages, one per packet:
-  master -> mold   `fork WORKER_ID BEAT_INDEX` with the status pipe's write end attached
+  master -> mold   `fork WORKER_ID BEAT_INDEX` with the status pipe's write end attached;
+                   many may be in flight: the answers name the worker id
   master -> mold   `sync`: answered `ok` once every worker forked before is the master's child
   mold -> master   `ready` once (or `ready IMPORT-ERROR` when the import failed: each worker
-                   then imports for itself and reports its own boot failure), then
-                   `pid N` or `error TEXT` for each fork, `ok` for each sync, in order.
+                   then imports for itself and reports its own boot failure), `ok` for
+                   each sync
+  middle -> master `pid N WORKER_ID` for each fork (or `error WORKER_ID TEXT`, from the
+                   middle or the mold), in no set order; a late one, for a worker the
+                   master no longer waits for, is dropped
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
 import select
-import signal
 import socket
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,12 +42,11 @@ from ..unix import linux as _linux
 from ..unix import log as logsetup
 from ..unix import proctitle
 from ..worker import Worker
-from .boot import boot_error, exit_code, import_worker
+from .boot import boot_error, import_worker
+from .moldfork import Boot, Middles, Order, fork_worker
 from .warm import warm
 
 log = logging.getLogger("svcengine.master")
-
-REPARENT_TIMEOUT = 10.0  # s a new worker waits for the middle process to go
 
 
 @dataclass
@@ -58,9 +59,7 @@ class MoldSpec:
     worker_class: type[Worker] | None  # preload: the master's; else imported here
     life_fd: int
     on_ready: Callable[[], object]  # the after_mold_ready hook
-    # a forked worker's boot (spawn.boot with what the mold knows bound in); its last
-    # argument is called before READY: False if the worker must not serve
-    boot: Callable[[int, int, int, type[Worker] | None, Callable[[], bool]], int]
+    boot: Boot  # a forked worker's boot (spawn.boot_forked with what the mold knows)
 
 
 def spec_from(ctx: ForkContext, generation: int, life_fd: int) -> MoldSpec:
@@ -115,10 +114,17 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
     # may have started one: warned above)
     fork = _linux.fork_bare if _linux.single_threaded() else os.fork
     sock.send(b"ready" + (b" " + note.encode("utf-8", "replace")[:3000] if note else b""))
+    order = Order(sock, 0, 0, -1, cls, fork)
+    middles = Middles(sock)
     while True:
-        readable, _, _ = select.select([sock.fileno(), spec.life_fd], [], [])
+        readable, _, _ = select.select([sock.fileno(), spec.life_fd, *middles.fds()], [], [])
         if spec.life_fd in readable:
             return 0  # the master is gone (PDEATHSIG may have been cleared by a setuid)
+        for fd in readable:
+            if fd not in (sock.fileno(), spec.life_fd):
+                middles.exited(fd)
+        if sock.fileno() not in readable:
+            continue
         try:
             data, fds, _, _ = socket.recv_fds(sock, 256, 1)
         except OSError:
@@ -126,16 +132,12 @@ def run(spec: MoldSpec, sock: socket.socket) -> int:
         if not data:
             return 0  # the master closed our socket: this generation is over
         if data == b"sync":
-            sock.send(b"ok")  # every middle process before it has been reaped
+            # once every middle process is gone, every worker so far is the master's
+            # child: an upgrade may then stop the master being a subreaper for a moment
+            middles.reap_all()
+            sock.send(b"ok")
             continue
-        answer, middle = _answer(spec, _Order(sock, 0, 0, -1, cls, fork), data, fds)
-        sock.send(answer)
-        if middle:
-            # after the answer: the master goes on while the middle process tears down.
-            # Until it is reaped its worker may not be the master's child yet: a `sync`
-            # (launcher.settle(), before an upgrade stops the master being a subreaper)
-            # is answered only once it is.
-            os.waitpid(middle, 0)
+        _answer(spec, order, data, fds, middles)
 
 
 def _warm_up(cls: type[Worker]) -> None:
@@ -145,116 +147,19 @@ def _warm_up(cls: type[Worker]) -> None:
         log.exception("%s.warm_up() raised; workers start cold", cls.__name__)
 
 
-@dataclass
-class _Order:
-    """One fork request, as the mold's three processes pass it along."""
-
-    sock: socket.socket  # the mold's end: closed in the worker
-    worker_id: int
-    beat_index: int
-    status_fd: int
-    cls: type[Worker] | None
-    fork: Callable[[], int]  # how the mold forks the middle process
-
-
-def _answer(spec: MoldSpec, base: _Order, data: bytes, fds: list[int]) -> tuple[bytes, int]:
-    """The answer to one request, and the middle process still to reap (0: none)."""
+def _answer(spec: MoldSpec, base: Order, data: bytes, fds: list[int], middles: Middles) -> None:
+    """Fork a worker for one request; the middle process answers the master. Lean on
+    purpose: every page the mold writes after a fork is copied (it is shared now)."""
+    worker_id = -1
     try:
-        verb, worker_id, beat_index = data.decode().split()
-        if verb != "fork" or len(fds) != 1:
+        verb, wid, beat_index = data.split()
+        worker_id = int(wid)
+        if verb != b"fork" or len(fds) != 1:
             raise ValueError(f"bad request {data[:80]!r}")
-        order = dataclasses.replace(
-            base, worker_id=int(worker_id), beat_index=int(beat_index), status_fd=fds[0]
-        )
-        pid, middle = _fork_worker(spec, order)
+        order = Order(base.sock, worker_id, int(beat_index), fds[0], base.cls, base.fork)
+        middles.add(fork_worker(order, spec.master_pid, spec.config, spec.boot), worker_id)
     except (OSError, ValueError) as exc:
-        return b"error " + str(exc).encode("utf-8", "replace")[:3000], 0
+        base.sock.send(b"error %d %s" % (worker_id, str(exc).encode("utf-8", "replace")[:3000]))
     finally:
         for fd in fds:
             os.close(fd)
-    return b"pid %d" % pid, middle
-
-
-def _fork_worker(spec: MoldSpec, order: _Order) -> tuple[int, int]:
-    """Fork twice: the worker's pid (once the middle process said it), and the middle's."""
-    report_r, report_w = _linux.pipe()
-    try:
-        middle = order.fork()
-    except OSError:
-        os.close(report_r)
-        os.close(report_w)
-        raise
-    if middle == 0:
-        os.close(report_r)
-        _middle(spec, order, report_w)
-    os.close(report_w)
-    try:
-        data = os.read(report_r, 32)  # one write of a few digits: atomic; EOF would wait
-    finally:  # for the middle's exit, whose address-space teardown is what takes time
-        os.close(report_r)
-    if not data:
-        os.waitpid(middle, 0)
-        raise OSError(f"cannot fork worker {order.worker_id}: the middle process said nothing")
-    return int(data), middle
-
-
-def _middle(spec: MoldSpec, order: _Order, report_w: int) -> None:
-    """The middle process: fork the worker, name it, go."""
-    code = 1
-    try:
-        pid = os.fork()
-        if pid == 0:
-            os.close(report_w)
-            _worker(spec, order)
-        try:
-            os.setpgid(pid, pid)  # before anyone knows the pid: no signal finds it outside
-        except OSError:
-            pass  # it did so itself first
-        os.write(report_w, b"%d" % pid)
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _worker(spec: MoldSpec, order: _Order) -> None:
-    """The new worker: boot; before READY, wait to be the master's child, arm PDEATHSIG."""
-    code = 1
-    try:
-        try:
-            os.setpgid(0, 0)
-        except OSError:
-            pass
-        order.sock.close()
-
-        def adopted() -> bool:
-            return _reparented(spec.master_pid) and _arm(spec.config, spec.master_pid)
-
-        code = spec.boot(order.worker_id, order.beat_index, order.status_fd, order.cls, adopted)
-    except SystemExit as exc:
-        code = exit_code(exc)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        from . import finish
-
-        finish(code)
-
-
-def _reparented(master_pid: int) -> bool:
-    """Wait until the middle process is gone: then the master (a subreaper) is our parent."""
-    parent = os.getppid()
-    if parent != master_pid:
-        _linux.wait_exit(parent, REPARENT_TIMEOUT)  # a pidfd: no polling
-    if os.getppid() != master_pid:
-        log.error("worker not re-parented to the master (pid %d): exiting", master_pid)
-        return False
-    return True
-
-
-def _arm(cfg: Config, master_pid: int) -> bool:
-    """PDEATHSIG, then getppid() once more: a master that died before prctl sent nothing."""
-    if cfg.worker_pdeathsig:
-        _linux.set_pdeathsig(signal.SIGKILL)
-    return os.getppid() == master_pid

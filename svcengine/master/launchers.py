@@ -44,6 +44,11 @@ class Launcher(Protocol):
 
     def start(self, worker_id: int, beat_index: int) -> Started: ...
 
+    def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:
+        """start() for each (worker id, beat index), as one batch where that is faster
+        (a mold forks them back to back); a worker that could not start is its error."""
+        ...
+
     def signal(self, key: Key, signum: int) -> bool:
         """Deliver what `signum` means to the worker; False: it is abandoned (gone)."""
         ...
@@ -86,6 +91,18 @@ class DirectLauncher:
 
     def can_start(self) -> bool:
         return True
+
+    def start(self, worker_id: int, beat_index: int) -> Started:
+        raise NotImplementedError
+
+    def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:
+        out: list[Started | Exception] = []
+        for worker_id, beat_index in orders:
+            try:
+                out.append(self.start(worker_id, beat_index))
+            except (OSError, RuntimeError) as exc:
+                out.append(exc)
+        return out
 
     def fds(self) -> list[int]:
         return []

@@ -26,6 +26,7 @@ from typing import Protocol
 from .. import spawn
 from ..child import mold as child_mold
 from ..unix import linux as _linux
+from . import moldlink
 from .backoff import Retry
 from .handles import ExitStatus
 from .launchers import Launcher, LaunchHost, ProcessLauncher, Started, for_type, fork_context
@@ -94,23 +95,38 @@ class MoldLauncher(ProcessLauncher):
         return self.current is not None and self.current.ready
 
     def start(self, worker_id: int, beat_index: int) -> Started:
+        (started,) = self.start_many([(worker_id, beat_index)])
+        if isinstance(started, Exception):
+            raise started
+        return started
+
+    def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:
+        """All requests first, then the answers (in any order): the mold forks the next
+        middle process while the last one forks its worker."""
         m = self.current
         if m is None or not m.ready:
-            raise RuntimeError("the mold is not ready")
-        status_r, status_w = _linux.pipe()
+            return [RuntimeError("the mold is not ready") for _ in orders]
+        pipes: dict[int, int] = {}  # worker id -> its status pipe's read end
+        answers: dict[int, moldlink.Forked] = {}
         try:
-            answer = self._ask(m, f"fork {worker_id} {beat_index}".encode(), status_w)
-        except BaseException:
-            os.close(status_r)
-            raise
-        finally:
-            os.close(status_w)
-        if not answer.startswith(b"pid "):
-            os.close(status_r)
-            raise RuntimeError(f"the mold (pid {m.pid}): {answer.decode(errors='replace')}")
-        m.workers += 1
-        os.set_blocking(status_r, False)
-        return Started(int(answer[4:]), status_r)
+            pipes = moldlink.order_workers(m.sock, orders)
+            answers = moldlink.collect(m.sock, set(pipes), ANSWER_TIMEOUT)
+        except moldlink.LinkError as exc:
+            self._lost(m, str(exc))  # every worker it did not answer for: an error below
+        out: list[Started | Exception] = []
+        for worker_id, _ in orders:
+            status_r = pipes.get(worker_id)
+            forked = answers.get(worker_id)
+            if status_r is None or forked is None or forked.pid is None:
+                if status_r is not None:
+                    os.close(status_r)
+                why = forked.error if forked else "did not answer"
+                out.append(RuntimeError(f"the mold (pid {m.pid}): {why}"))
+                continue
+            m.workers += 1
+            os.set_blocking(status_r, False)
+            out.append(Started(forked.pid, status_r))
+        return out
 
     def fds(self) -> list[int]:
         """Our ends of the molds' sockets: the master's alone, closed in every child."""
@@ -171,9 +187,9 @@ class MoldLauncher(ProcessLauncher):
         for m in (self.current, self.previous):
             if m is not None and m.ready:
                 try:
-                    self._ask(m, b"sync")
-                except RuntimeError as exc:  # it was killed: its middle processes are gone
-                    log.warning("%s", exc)
+                    moldlink.ask(m.sock, b"sync", ANSWER_TIMEOUT)
+                except moldlink.LinkError as exc:  # killed: its middle processes are gone
+                    self._lost(m, str(exc))
 
     def close(self) -> None:
         """The master is leaving: its molds go with it."""
@@ -233,13 +249,17 @@ class MoldLauncher(ProcessLauncher):
         log.info("mold gen %d started (pid %d)", generation, pid)
 
     def _on_message(self, m: Mold) -> None:
-        """Only `ready` comes unasked; anything else, or EOF, is the end of that mold."""
+        """Only `ready` comes unasked (and a fork answer the master gave up waiting for:
+        dropped); anything else, or EOF, is the end of that mold."""
         try:
             data = m.sock.recv(4096)
         except BlockingIOError:
             return
         except OSError:
             data = b""
+        if data.startswith((b"pid ", b"error ")):
+            log.debug("mold gen %d: dropped %r", m.generation, data[:200])
+            return
         if not data or m.ready or not data.startswith(b"ready"):
             self._forget(m)  # its exit is reaped: reaped() replaces it
             return
@@ -249,24 +269,6 @@ class MoldLauncher(ProcessLauncher):
         if m is self.current:
             self.retry.backoff.ready()
             self.on_ready()
-
-    def _ask(self, m: Mold, request: bytes, fd: int | None = None) -> bytes:
-        """One request, one answer, with a deadline: the mold answers after two forks."""
-        m.sock.setblocking(True)
-        m.sock.settimeout(ANSWER_TIMEOUT)
-        try:
-            socket.send_fds(m.sock, [request], [] if fd is None else [fd])
-            answer = m.sock.recv(4096)
-        except OSError as exc:  # socket.timeout included
-            self._lost(m, f"no answer ({exc})")
-            raise RuntimeError(f"the mold (pid {m.pid}) did not answer: {exc}") from None
-        finally:
-            if m.sock.fileno() >= 0:
-                m.sock.setblocking(False)
-        if not answer:
-            self._lost(m, "closed its socket")
-            raise RuntimeError(f"the mold (pid {m.pid}) is gone")
-        return answer
 
     def _lost(self, m: Mold, why: str) -> None:
         log.error(

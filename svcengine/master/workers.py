@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("svcengine.master")
 
+START_BATCH = 32  # workers asked of the launcher at once (a mold forks them back to back)
+
 
 class WorkerEvents(Protocol):
     """What the lifecycle hears from the reconciler."""
@@ -35,6 +37,7 @@ class WorkerEvents(Protocol):
     def worker_ready(self, w: WorkerRecord) -> None: ...
     def boot_failed(self, w: WorkerRecord, text: str) -> None: ...
     def worker_exited(self, w: WorkerRecord, cause: str, expected: bool) -> None: ...
+    def update_status(self) -> None: ...
 
 
 class WorkersHost(Protocol):
@@ -102,11 +105,13 @@ class Workers:
             return  # a mold still importing: it calls maintain() again once it can fork
         cfg = self.host.cfg
         now = self.host.clock()
-        for worker_id in self.pool.wanted(now):
+        wanted = self.pool.wanted(now)
+        size = 1 if cfg.start_worker_delay else START_BATCH
+        for batch in (wanted[i : i + size] for i in range(0, len(wanted), size)):
             if now < self._next_spawn_at:
                 self._arm_maintain(self._next_spawn_at)
                 return
-            self.spawn(worker_id)
+            self.spawn(batch)
             if cfg.start_worker_delay:
                 import random
 
@@ -125,28 +130,38 @@ class Workers:
             t.cancel()
         self._maintain_timer = timers.after(at - self.host.clock(), self.maintain)
 
-    def spawn(self, worker_id: int) -> WorkerRecord | None:
+    def spawn(self, worker_ids: list[int]) -> None:
+        """Start these slots' workers, as one batch (before_fork runs for each first)."""
         assert self.launcher is not None and self.heartbeats is not None
         host = self.host
-        host.hooks.call("before_fork", host.hook_server, self.pool.slots[worker_id])
-        beat = self.heartbeats.allocate()
-        try:
-            started = self.launcher.start(worker_id, beat)
-        except (OSError, RuntimeError) as exc:
-            self.heartbeats.release(beat)
-            at = self.pool.spawn_failed(worker_id, host.clock())
-            log.error(
-                "cannot fork worker %d: %s; retrying in %.1fs", worker_id, exc, at - host.clock()
-            )
-            self._arm_maintain(at)
-            return None
-        key = started.key
-        w = self.pool.spawned(worker_id, key, host.clock())
-        w.beat_index = beat
-        self._status_fds[key] = (started.status_fd, bytearray())
-        host.loop.register(started.status_fd, lambda _fd: self.on_status(key))
-        log.debug("worker %d started (%s)", worker_id, w.label)
-        return w  # no STATUS=: "N/M ready; K restarts" has not changed
+        orders = []
+        for worker_id in worker_ids:
+            host.hooks.call("before_fork", host.hook_server, self.pool.slots[worker_id])
+            orders.append((worker_id, self.heartbeats.allocate()))
+        for (worker_id, beat), started in zip(
+            orders, self.launcher.start_many(orders), strict=True
+        ):
+            if isinstance(started, Exception):
+                self.heartbeats.release(beat)
+                at = self.pool.spawn_failed(worker_id, host.clock())
+                log.error(
+                    "cannot fork worker %d: %s; retrying in %.1fs",
+                    worker_id,
+                    started,
+                    at - host.clock(),
+                )
+                self._arm_maintain(at)
+                continue
+            key = started.key
+            w = self.pool.spawned(worker_id, key, host.clock())
+            w.beat_index = beat
+            self._watch(key, started.status_fd)
+            log.debug("worker %d started (%s)", worker_id, w.label)
+        self.events.update_status()  # once a batch: the first says "0/N workers ready"
+
+    def _watch(self, key: Key, status_fd: int) -> None:
+        self._status_fds[key] = (status_fd, bytearray())
+        self.host.loop.register(status_fd, lambda _fd: self.on_status(key))
 
     def stop(self, w: WorkerRecord, signum: int) -> None:
         w.state = SlotState.STOPPING
