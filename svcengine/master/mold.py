@@ -7,8 +7,8 @@ is abandoned goes back to it (and a respawn after that forks the code that worke
 mold that dies is replaced: at once if it was ready and lived, else after a delay that
 doubles with each quick death in a row (backoff.py); its workers serve on.
 
-Asking for a worker is synchronous: one request, one answer within ANSWER_TIMEOUT
-(two forks in the mold). Until a new mold has imported, the launcher cannot start
+Asking for workers is synchronous: a batch of requests, then every answer within
+ANSWER_TIMEOUT (moldlink.py). Until a new mold has imported, the launcher cannot start
 workers (`can_start()` is False) and calls the reconciler back once it can.
 """
 
@@ -110,7 +110,7 @@ class MoldLauncher(ProcessLauncher):
         answers: dict[int, moldlink.Forked] = {}
         try:
             pipes = moldlink.order_workers(m.sock, orders)
-            answers = moldlink.collect(m.sock, set(pipes), ANSWER_TIMEOUT)
+            moldlink.collect(m.sock, set(pipes), ANSWER_TIMEOUT, answers)
         except moldlink.LinkError as exc:
             self._lost(m, str(exc))  # every worker it did not answer for: an error below
         out: list[Started | Exception] = []

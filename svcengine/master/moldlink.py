@@ -50,10 +50,12 @@ def order_workers(sock: socket.socket, orders: list[tuple[int, int]]) -> dict[in
     return pipes
 
 
-def collect(sock: socket.socket, worker_ids: set[int], timeout: float) -> dict[int, Forked]:
-    """Wait for an answer for each of `worker_ids`, all within `timeout`."""
+def collect(
+    sock: socket.socket, worker_ids: set[int], timeout: float, answers: dict[int, Forked]
+) -> None:
+    """Wait for an answer for each of `worker_ids`, all within `timeout`, into `answers`:
+    on a LinkError it holds those that came (their workers run: the master keeps them)."""
     deadline = time.monotonic() + timeout
-    answers: dict[int, Forked] = {}
     while len(answers) < len(worker_ids):
         data = _recv(sock, deadline)
         worker_id, forked = parse(data)
@@ -61,7 +63,6 @@ def collect(sock: socket.socket, worker_ids: set[int], timeout: float) -> dict[i
             answers[worker_id] = forked
         else:
             log.debug("mold: dropped %r", data[:200])
-    return answers
 
 
 def ask(sock: socket.socket, request: bytes, timeout: float) -> bytes:

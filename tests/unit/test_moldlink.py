@@ -39,7 +39,8 @@ def test_answers_in_any_order_are_matched_by_worker_id(pair) -> None:
         mold.send(b"pid 4999 7")  # a worker nobody waits for: dropped
         mold.send(b"error 0 cannot fork worker 0: [Errno 11] EAGAIN")
         mold.send(b"pid 4001 1")
-        answers = moldlink.collect(master, set(pipes), 5.0)
+        answers: dict[int, moldlink.Forked] = {}
+        moldlink.collect(master, set(pipes), 5.0, answers)
     finally:
         for fd in pipes.values():
             os.close(fd)
@@ -54,16 +55,18 @@ def test_a_mold_that_does_not_answer_in_time_is_a_link_error(pair) -> None:
     master, mold = pair
     mold.send(b"pid 4001 1")  # one of two
     t0 = time.monotonic()
+    answers: dict[int, moldlink.Forked] = {}
     with pytest.raises(moldlink.LinkError, match="no answer"):
-        moldlink.collect(master, {1, 2}, 0.2)
+        moldlink.collect(master, {1, 2}, 0.2, answers)
     assert time.monotonic() - t0 < 2.0
+    assert answers == {1: moldlink.Forked(4001)}, "the worker it did fork is not lost"
 
 
 def test_a_closed_mold_is_a_link_error(pair) -> None:
     master, mold = pair
     mold.close()
     with pytest.raises(moldlink.LinkError, match="closed its socket"):
-        moldlink.collect(master, {1}, 5.0)
+        moldlink.collect(master, {1}, 5.0, {})
 
 
 def test_sync_skips_late_fork_answers(pair) -> None:
@@ -89,11 +92,11 @@ def test_a_middle_that_ended_without_answering_gets_an_error_for_its_worker(pair
     middles.add(_middle(1), 5)  # it did not: the mold answers for it
     middles.reap_all()
     assert middles.fds() == []
-    assert moldlink.collect(master, {5}, 5.0)[5].error.startswith("the middle process "), (
-        "the master hears of worker 5"
-    )
+    answers: dict[int, moldlink.Forked] = {}
+    moldlink.collect(master, {5}, 5.0, answers)
+    assert answers[5].error.startswith("the middle process "), "the master hears of worker 5"
     with pytest.raises(moldlink.LinkError):
-        moldlink.collect(master, {4}, 0.2)  # and of worker 4 nothing: its middle answered
+        moldlink.collect(master, {4}, 0.2, {})  # and of worker 4 nothing: its middle answered
 
 
 def test_a_middle_is_reaped_once_its_pidfd_says_it_exited(pair) -> None:
