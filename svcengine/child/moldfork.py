@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..unix import linux as _linux
 from ..worker import Worker
+from .boot import exit_code
 
 log = logging.getLogger("svcengine.master")
 
@@ -146,8 +147,6 @@ def _worker(order: Order, master_pid: int, config: Config, boot: Boot) -> None:
 
         code = boot(order.worker_id, order.beat_index, order.status_fd, order.cls, adopted)
     except SystemExit as exc:
-        from .boot import exit_code
-
         code = exit_code(exc)
     except BaseException:
         traceback.print_exc()

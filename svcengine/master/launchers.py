@@ -42,11 +42,10 @@ class Launcher(Protocol):
         it calls the reconciler back when it can."""
         ...
 
-    def start(self, worker_id: int, beat_index: int) -> Started: ...
-
     def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:
-        """start() for each (worker id, beat index), as one batch where that is faster
-        (a mold forks them back to back); a worker that could not start is its error."""
+        """Start a worker for each (worker id, beat index), as one batch where that is
+        faster (a mold forks them back to back); a worker that could not start is its
+        error."""
         ...
 
     def signal(self, key: Key, signum: int) -> bool:
@@ -93,6 +92,7 @@ class DirectLauncher:
         return True
 
     def start(self, worker_id: int, beat_index: int) -> Started:
+        """One worker: what each launcher of this kind implements; start_many loops it."""
         raise NotImplementedError
 
     def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:

@@ -94,12 +94,6 @@ class MoldLauncher(ProcessLauncher):
             self._make()
         return self.current is not None and self.current.ready
 
-    def start(self, worker_id: int, beat_index: int) -> Started:
-        (started,) = self.start_many([(worker_id, beat_index)])
-        if isinstance(started, Exception):
-            raise started
-        return started
-
     def start_many(self, orders: list[tuple[int, int]]) -> list[Started | Exception]:
         """All requests first, then the answers (in any order): the mold forks the next
         middle process while the last one forks its worker."""
